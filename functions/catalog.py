@@ -1,0 +1,206 @@
+"""The catalog: table `plants_data`, one code path for SQLite (embedded) and MySQL/MariaDB (pymysql)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    CHAR,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.dialects import mysql, sqlite
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from functions.errors import Unavailable
+
+LABELS = ("dandelion", "grass")
+STATUSES = ("pending", "ingested", "failed")
+CANONICAL_PREFIX = "https://raw.githubusercontent.com/btphan95/greenr-airflow/refs/heads/master/data/"
+SEED_PER_LABEL = 200
+
+metadata = MetaData()
+
+plants_data = Table(
+    "plants_data",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("url_source", String(2048), nullable=False),
+    # MySQL cannot put a unique index on a long utf8mb4 VARCHAR: the URL is unique through its hash.
+    Column("url_hash", CHAR(64), nullable=False),
+    Column("url_s3", String(1024)),
+    Column("label", String(16), nullable=False),
+    Column("sha256", CHAR(64)),
+    Column("size_bytes", Integer),
+    Column("status", String(16), nullable=False, server_default="pending"),
+    Column("error", Text),
+    Column("created_at", DateTime, nullable=False, server_default=func.current_timestamp()),
+    Column(
+        "updated_at",
+        DateTime,
+        nullable=False,
+        server_default=func.current_timestamp(),
+        onupdate=func.current_timestamp(),
+    ),
+    CheckConstraint("label IN ('dandelion', 'grass')", name="ck_plants_data_label"),
+    CheckConstraint("status IN ('pending', 'ingested', 'failed')", name="ck_plants_data_status"),
+    Index("ux_plants_data_url_hash", "url_hash", unique=True),
+    Index("ix_plants_data_status", "status"),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+ROW_FIELDS = ("url_source", "url_s3", "label", "sha256", "size_bytes", "status", "error")
+
+
+def url_hash(url: str) -> str:
+    return hashlib.sha256(url.encode("utf-8")).hexdigest()
+
+
+def seed_urls() -> list[tuple[str, str]]:
+    """The 400 canonical (url, label) pairs the table starts with (shared/datasets/greenr/README.md)."""
+    return [
+        (f"{CANONICAL_PREFIX}{label}/{n:08d}.jpg", label) for label in LABELS for n in range(SEED_PER_LABEL)
+    ]
+
+
+def open_catalog(db_url: str) -> Engine:
+    """Connect and create the schema if it is missing: every process may be the first to start."""
+    if db_url.startswith("sqlite:///"):
+        Path(db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(db_url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = create_engine(db_url, pool_pre_ping=True, pool_recycle=3600)
+    with unavailable_on_outage("catalog"):
+        metadata.create_all(engine, checkfirst=True)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the functions' threads read while one writes; the busy timeout serialises writers.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+class unavailable_on_outage:
+    """Turn a lost connection into Unavailable (503, retry later) instead of an unexplained 500."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, _tb: Any) -> bool:
+        if isinstance(exc, OperationalError):
+            raise Unavailable(f"the {self.what} is unavailable: {exc.orig}") from exc
+        return False
+
+
+def _upsert(engine: Engine, rows: Sequence[dict[str, Any]], update: Iterable[str]) -> None:
+    """Insert rows keyed by url_hash; on a duplicate, update only `update` (nothing: keep the row)."""
+    if not rows:
+        return
+    update = list(update)
+    dialect = engine.dialect.name
+    if dialect == "sqlite":
+        stmt = sqlite.insert(plants_data).values(list(rows))
+        set_ = {name: stmt.excluded[name] for name in update}
+        stmt = (
+            stmt.on_conflict_do_update(index_elements=["url_hash"], set_=set_ | {"updated_at": func.now()})
+            if set_
+            else stmt.on_conflict_do_nothing(index_elements=["url_hash"])
+        )
+    elif dialect in ("mysql", "mariadb"):
+        stmt = mysql.insert(plants_data).values(list(rows))
+        set_ = {name: stmt.inserted[name] for name in update} or {"url_hash": stmt.inserted.url_hash}
+        stmt = stmt.on_duplicate_key_update(set_)
+    else:
+        raise NotImplementedError(f"catalog dialect {dialect!r}")
+    with unavailable_on_outage("catalog"), engine.begin() as conn:
+        conn.execute(stmt)
+
+
+def seed(engine: Engine) -> int:
+    """Insert the canonical rows that are missing; returns how many were new (idempotent)."""
+    before = count(engine)
+    _upsert(
+        engine,
+        [{"url_source": u, "url_hash": url_hash(u), "label": label} for u, label in seed_urls()],
+        update=(),
+    )
+    return count(engine) - before
+
+
+def record(engine: Engine, url: str, label: str, **fields: Any) -> None:
+    """Create or update the row of `url` with the outcome of an ingestion attempt."""
+    row = {"url_source": url, "url_hash": url_hash(url), "label": label, **fields}
+    _upsert(engine, [row], update=[k for k in row if k not in ("url_source", "url_hash")])
+
+
+def get(engine: Engine, url: str) -> dict[str, Any] | None:
+    query = select(*(plants_data.c[f] for f in ROW_FIELDS)).where(plants_data.c.url_hash == url_hash(url))
+    with unavailable_on_outage("catalog"), engine.connect() as conn:
+        row = conn.execute(query).mappings().first()
+    return dict(row) if row else None
+
+
+def not_ingested(engine: Engine, limit: int = 0) -> list[dict[str, str]]:
+    """Rows still to ingest (pending, or failed last time), oldest first."""
+    query = (
+        select(plants_data.c.url_source, plants_data.c.label)
+        .where(plants_data.c.status != "ingested")
+        .order_by(plants_data.c.id)
+    )
+    if limit > 0:
+        query = query.limit(limit)
+    with unavailable_on_outage("catalog"), engine.connect() as conn:
+        return [{"url": r.url_source, "label": r.label} for r in conn.execute(query)]
+
+
+def count(engine: Engine) -> int:
+    with unavailable_on_outage("catalog"), engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(plants_data)).scalar_one()
+
+
+def counts_by_status(engine: Engine) -> dict[str, int]:
+    query = select(plants_data.c.status, func.count()).group_by(plants_data.c.status)
+    with unavailable_on_outage("catalog"), engine.connect() as conn:
+        found = dict(conn.execute(query).tuples().all())
+    return {status: found.get(status, 0) for status in STATUSES}
+
+
+def mysql_init_sql() -> str:
+    """The MySQL init script for platform/mysql (run once on an empty server): table and seed rows."""
+    dialect = mysql.dialect()
+    parts = [
+        "-- Generated by `dandelion render` from functions/catalog.py: do not edit.",
+        str(CreateTable(plants_data).compile(dialect=dialect)).strip() + ";",
+    ]
+    parts += [
+        str(CreateIndex(index).compile(dialect=dialect)).strip() + ";"
+        for index in sorted(plants_data.indexes, key=lambda i: i.name or "")
+    ]
+    values = ",\n".join(f"  ('{u}', '{url_hash(u)}', '{label}')" for u, label in seed_urls())
+    parts.append(f"INSERT IGNORE INTO plants_data (url_source, url_hash, label) VALUES\n{values};")
+    return "\n\n".join(parts) + "\n"

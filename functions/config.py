@@ -1,0 +1,80 @@
+"""One typed settings object, built from the environment on demand (never at import time)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from functions.errors import ConfigError
+
+MiB = 1024 * 1024
+
+DEFAULT_PORTS = {"predict": 8081, "ingest-one-url": 8082, "validate-label": 8083, "web": 7860}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a Dandelion process reads from its environment (DESIGN.md, Configuration)."""
+
+    home: Path
+    db_url: str
+    store_url: str
+    source_mirror: tuple[str, str] | None
+    allow_private_urls: bool
+    ingest_url: str
+    max_download_bytes: int = 10 * MiB
+    max_image_pixels: int = 40_000_000
+    connect_timeout: float = 5.0
+    read_timeout: float = 15.0
+    download_deadline: float = 60.0
+    max_redirects: int = 5
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        home = Path(env.get("DANDELION_HOME") or ".dandelion").resolve()
+        return cls(
+            home=home,
+            db_url=env.get("DANDELION_DB_URL") or f"sqlite:///{home / 'catalog.db'}",
+            store_url=env.get("DANDELION_STORE_URL") or (home / "objects").as_uri(),
+            source_mirror=_mirror(env.get("DANDELION_SOURCE_MIRROR")),
+            allow_private_urls=_flag(env.get("DANDELION_ALLOW_PRIVATE_URLS")),
+            ingest_url=env.get("DANDELION_INGEST_URL")
+            or f"http://127.0.0.1:{DEFAULT_PORTS['ingest-one-url']}/",
+            max_download_bytes=_positive_int(env, "DANDELION_MAX_DOWNLOAD_BYTES", 10 * MiB),
+            max_image_pixels=_positive_int(env, "DANDELION_MAX_IMAGE_PIXELS", 40_000_000),
+        )
+
+    def rewrite_source(self, url: str) -> str:
+        """Apply DANDELION_SOURCE_MIRROR: the catalog keeps canonical URLs, downloads use the mirror."""
+        if self.source_mirror and url.startswith(self.source_mirror[0]):
+            return self.source_mirror[1] + url[len(self.source_mirror[0]) :]
+        return url
+
+
+def _mirror(value: str | None) -> tuple[str, str] | None:
+    if not value:
+        return None
+    prefix, sep, replacement = value.partition("=")
+    if not sep or not prefix or not replacement:
+        raise ConfigError(f"DANDELION_SOURCE_MIRROR must be PREFIX=REPLACEMENT, got {value!r}")
+    return prefix, replacement
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {value}")
+    return value

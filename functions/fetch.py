@@ -1,0 +1,129 @@
+"""Download from a URL someone else chose, safely.
+
+The address check sits in the connection itself (every connection, so every redirect hop): the host is
+resolved and refused if any address is not public, and the socket's peer is checked again after
+connecting, so a DNS answer that changes between the two cannot slip through.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+from typing import Any
+from urllib.parse import urlparse
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from functions.config import Settings
+from functions.errors import BadRequest, TooLarge, UpstreamError, UpstreamTimeout, URLRefused
+
+CHUNK = 64 * 1024
+
+
+def check_url(url: str) -> None:
+    """Refuse what is not an absolute http(s) URL with a host, before anything is written."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise BadRequest(f"only absolute http and https URLs can be ingested, got {url[:200]!r}")
+
+
+def is_public(address: str) -> bool:
+    """True for globally routable unicast addresses (so not loopback, private, link-local, metadata...)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def _refuse_private(host: str, port: int) -> None:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UpstreamError(f"cannot resolve {host!r}: {exc.strerror}") from None
+    for info in infos:
+        if not is_public(info[4][0]):
+            raise URLRefused(f"{host!r} resolves to {info[4][0]}, which is not a public address")
+
+
+class _GuardMixin:
+    host: str
+    port: int
+
+    def _new_conn(self) -> socket.socket:
+        _refuse_private(self.host, self.port)
+        sock = super()._new_conn()  # type: ignore[misc]
+        peer = sock.getpeername()[0]
+        if not is_public(peer):
+            sock.close()
+            raise URLRefused(f"{self.host!r} connected to {peer}, which is not a public address")
+        return sock
+
+
+class _GuardedHTTPConnection(_GuardMixin, HTTPConnection):
+    pass
+
+
+class _GuardedHTTPSConnection(_GuardMixin, HTTPSConnection):
+    pass
+
+
+class _GuardedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _GuardedHTTPConnection
+
+
+class _GuardedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _GuardedHTTPSConnection
+
+
+class _GuardedAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
+
+
+def make_session(settings: Settings) -> requests.Session:
+    """A session for untrusted URLs: no proxies from the environment, bounded redirects, address guard."""
+    session = requests.Session()
+    session.trust_env = False
+    session.max_redirects = settings.max_redirects
+    session.headers["User-Agent"] = "dandelion-ingest/0.1"
+    if not settings.allow_private_urls:
+        adapter = _GuardedAdapter(max_retries=0)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+    return session
+
+
+def download(session: requests.Session, url: str, settings: Settings) -> bytes:
+    """The body of `url`, streamed under a size cap, per-read timeouts and an overall deadline."""
+    cap = settings.max_download_bytes
+    deadline = time.monotonic() + settings.download_deadline
+    try:
+        with session.get(
+            url, stream=True, timeout=(settings.connect_timeout, settings.read_timeout)
+        ) as response:
+            if response.status_code != 200:
+                raise UpstreamError(f"the source answered HTTP {response.status_code}")
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > cap:
+                raise TooLarge(f"the source declares {declared} bytes, over the {cap}-byte limit")
+            body = bytearray()
+            for chunk in response.iter_content(CHUNK):
+                body += chunk
+                if len(body) > cap:
+                    raise TooLarge(f"the download passed the {cap}-byte limit")
+                if time.monotonic() > deadline:
+                    raise UpstreamTimeout(f"the download took over {settings.download_deadline:.0f} s")
+            return bytes(body)
+    except requests.TooManyRedirects:
+        raise UpstreamError(f"more than {settings.max_redirects} redirects") from None
+    except requests.exceptions.InvalidSchema as exc:
+        raise URLRefused(f"a redirect left http(s): {exc}") from None
+    except requests.Timeout:
+        raise UpstreamTimeout("the source did not answer in time") from None
+    except requests.RequestException as exc:
+        raise UpstreamError(f"download failed: {type(exc).__name__}") from None

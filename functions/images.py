@@ -1,0 +1,45 @@
+"""Checking that bytes are an image, before anything trusts them."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+from PIL import Image, UnidentifiedImageError
+
+from functions.errors import NotAnImage, TooLarge
+
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
+
+
+def open_checked(data: bytes, max_pixels: int) -> Image.Image:
+    """Decode `data` fully, refusing non-images, unaccepted formats, truncation and decompression bombs.
+
+    The pixel count is checked from the header, before any pixel is decoded.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except UnidentifiedImageError:
+        raise NotAnImage(f"not an image in an accepted format ({', '.join(ACCEPTED_FORMATS)})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise TooLarge("the image has too many pixels") from None
+    pixels = image.width * image.height
+    if pixels > max_pixels:
+        raise TooLarge(f"the image has {pixels} pixels, over the {max_pixels}-pixel limit")
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise NotAnImage(f"the image is truncated or corrupt: {exc}") from None
+    return image
+
+
+def as_jpeg(data: bytes, max_pixels: int) -> bytes:
+    """JPEG bytes as they are; any other accepted format re-encoded (RGB, quality 95), so keys end .jpg."""
+    image = open_checked(data, max_pixels)
+    if image.format == "JPEG":
+        return data
+    out = io.BytesIO()
+    image.convert("RGB").save(out, format="JPEG", quality=95)
+    return out.getvalue()

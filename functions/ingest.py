@@ -1,0 +1,94 @@
+"""Ingestion of one URL: download safely, verify, store content-addressed, then record in the catalog.
+
+Order matters for crash safety: the object is written (whole) before the row that points to it, so a
+crash leaves at worst an unreferenced object that the retry reuses, never a row without its image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from sqlalchemy import Engine
+
+from functions import catalog
+from functions.config import Settings
+from functions.errors import BadRequest, Conflict, NotAnImage, TooLarge, UpstreamError, URLRefused
+from functions.fetch import check_url, download, make_session
+from functions.images import as_jpeg
+from functions.store import ObjectStore, open_store
+
+# Failures that belong to the URL or its content: the row records them. Anything else (a bad request,
+# an unavailable catalog or store) leaves the catalog as it was.
+SOURCE_FAILURES = (URLRefused, TooLarge, NotAnImage, UpstreamError)
+
+
+def raw_key(label: str, digest: str) -> str:
+    return f"raw/{label}/{digest}.jpg"
+
+
+@dataclass
+class Ingestor:
+    settings: Settings
+    engine: Engine
+    store: ObjectStore
+    session: requests.Session
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Ingestor:
+        return cls(
+            settings,
+            catalog.open_catalog(settings.db_url),
+            open_store(settings.store_url),
+            make_session(settings),
+        )
+
+    def ingest(self, url: str, label: str) -> tuple[str, dict[str, Any]]:
+        """Returns ("ingested" | "unchanged", row). Idempotent: a repeat changes nothing."""
+        if label not in catalog.LABELS:
+            raise BadRequest(f"label must be one of {', '.join(catalog.LABELS)}, got {label!r}")
+        check_url(url)
+        existing = catalog.get(self.engine, url)
+        if existing and existing["status"] == "ingested":
+            if existing["label"] != label:
+                raise Conflict(
+                    f"{url} is already ingested as {existing['label']!r}; relabel it through validate-label"
+                )
+            if self.store.exists(raw_key(label, existing["sha256"])):
+                return "unchanged", existing
+        try:
+            image = as_jpeg(
+                download(self.session, self.settings.rewrite_source(url), self.settings),
+                self.settings.max_image_pixels,
+            )
+        except SOURCE_FAILURES as exc:
+            catalog.record(
+                self.engine,
+                url,
+                label,
+                status="failed",
+                error=f"{exc.code}: {exc}",
+                url_s3=None,
+                sha256=None,
+                size_bytes=None,
+            )
+            raise
+        digest = hashlib.sha256(image).hexdigest()
+        key = raw_key(label, digest)
+        if not self.store.exists(key):
+            self.store.put(key, image, "image/jpeg")
+        catalog.record(
+            self.engine,
+            url,
+            label,
+            status="ingested",
+            error=None,
+            url_s3=self.store.url(key),
+            sha256=digest,
+            size_bytes=len(image),
+        )
+        row = catalog.get(self.engine, url)
+        assert row is not None
+        return "ingested", row

@@ -1,0 +1,1 @@
+"""Dandelion's Argo workflows (Hera), their steps, the local runner and the `dandelion` command."""
