@@ -102,6 +102,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# MySQL error codes of an outage (cannot connect, gone away, lost, too many connections, lock timeouts),
+# as opposed to OperationalErrors that are our own mistakes (a CHECK constraint, say).
+_OUTAGE_CODES = {1040, 1205, 1213, 2002, 2003, 2006, 2013}
+
+
+def _is_outage(exc: OperationalError) -> bool:
+    code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
+    return exc.connection_invalidated or code in _OUTAGE_CODES or "database is locked" in str(exc.orig)
+
+
 class unavailable_on_outage:
     """Turn a lost connection into Unavailable (503, retry later) instead of an unexplained 500."""
 
@@ -112,7 +122,7 @@ class unavailable_on_outage:
         return None
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, _tb: Any) -> bool:
-        if isinstance(exc, OperationalError):
+        if isinstance(exc, OperationalError) and _is_outage(exc):
             raise Unavailable(f"the {self.what} is unavailable: {exc.orig}") from exc
         return False
 
@@ -186,7 +196,7 @@ def count(engine: Engine) -> int:
 def counts_by_status(engine: Engine) -> dict[str, int]:
     query = select(plants_data.c.status, func.count()).group_by(plants_data.c.status)
     with unavailable_on_outage("catalog"), engine.connect() as conn:
-        found = dict(conn.execute(query).tuples().all())
+        found = {status: n for status, n in conn.execute(query)}
     return {status: found.get(status, 0) for status in STATUSES}
 
 
@@ -203,4 +213,5 @@ def mysql_init_sql() -> str:
     ]
     values = ",\n".join(f"  ('{u}', '{url_hash(u)}', '{label}')" for u, label in seed_urls())
     parts.append(f"INSERT IGNORE INTO plants_data (url_source, url_hash, label) VALUES\n{values};")
-    return "\n\n".join(parts) + "\n"
+    text = "\n\n".join(parts) + "\n"
+    return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"

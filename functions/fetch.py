@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
@@ -39,60 +40,70 @@ def is_public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-def _refuse_private(host: str, port: int) -> None:
+def _refuse(host: str, port: int, allowed: Callable[[str], bool]) -> None:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise UpstreamError(f"cannot resolve {host!r}: {exc.strerror}") from None
     for info in infos:
-        if not is_public(info[4][0]):
+        if not allowed(info[4][0]):
             raise URLRefused(f"{host!r} resolves to {info[4][0]}, which is not a public address")
 
 
 class _GuardMixin:
     host: str
     port: int
+    address_allowed: Callable[[str], bool]
 
     def _new_conn(self) -> socket.socket:
-        _refuse_private(self.host, self.port)
+        _refuse(self.host, self.port, self.address_allowed)
         sock = super()._new_conn()  # type: ignore[misc]
         peer = sock.getpeername()[0]
-        if not is_public(peer):
+        if not self.address_allowed(peer):
             sock.close()
             raise URLRefused(f"{self.host!r} connected to {peer}, which is not a public address")
         return sock
 
 
-class _GuardedHTTPConnection(_GuardMixin, HTTPConnection):
-    pass
+def _guarded_pools(allowed: Callable[[str], bool]) -> dict[str, type[HTTPConnectionPool]]:
+    """Connection pools whose every new connection passes the address check."""
 
+    class Connection(_GuardMixin, HTTPConnection):
+        address_allowed = staticmethod(allowed)
 
-class _GuardedHTTPSConnection(_GuardMixin, HTTPSConnection):
-    pass
+    class TLSConnection(_GuardMixin, HTTPSConnection):
+        address_allowed = staticmethod(allowed)
 
+    class Pool(HTTPConnectionPool):
+        ConnectionCls = Connection
 
-class _GuardedHTTPPool(HTTPConnectionPool):
-    ConnectionCls = _GuardedHTTPConnection
+    class TLSPool(HTTPSConnectionPool):
+        ConnectionCls = TLSConnection
 
-
-class _GuardedHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _GuardedHTTPSConnection
+    return {"http": Pool, "https": TLSPool}
 
 
 class _GuardedAdapter(HTTPAdapter):
+    def __init__(self, allowed: Callable[[str], bool]) -> None:
+        self._pools = _guarded_pools(allowed)
+        super().__init__(max_retries=0)
+
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
+        self.poolmanager.pool_classes_by_scheme = self._pools
 
 
-def make_session(settings: Settings) -> requests.Session:
-    """A session for untrusted URLs: no proxies from the environment, bounded redirects, address guard."""
+def make_session(settings: Settings, allowed: Callable[[str], bool] = is_public) -> requests.Session:
+    """A session for untrusted URLs: no proxies from the environment, bounded redirects, address guard.
+
+    `allowed` is the address policy; only tests, confined to loopback, pass anything but `is_public`.
+    """
     session = requests.Session()
     session.trust_env = False
     session.max_redirects = settings.max_redirects
     session.headers["User-Agent"] = "dandelion-ingest/0.1"
     if not settings.allow_private_urls:
-        adapter = _GuardedAdapter(max_retries=0)
+        adapter = _GuardedAdapter(allowed)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
     return session

@@ -19,12 +19,12 @@ def open_checked(data: bytes, max_pixels: int) -> Image.Image:
     """
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit follows
             image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except UnidentifiedImageError:
         raise NotAnImage(f"not an image in an accepted format ({', '.join(ACCEPTED_FORMATS)})") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise TooLarge("the image has too many pixels") from None
+    except Image.DecompressionBombError as exc:
+        raise TooLarge(f"the image has too many pixels ({exc})") from None
     pixels = image.width * image.height
     if pixels > max_pixels:
         raise TooLarge(f"the image has {pixels} pixels, over the {max_pixels}-pixel limit")

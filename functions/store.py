@@ -97,14 +97,16 @@ class S3Store:
             config=Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32),
         )
 
-    def _call(self, operation: str, **kwargs: object) -> dict:
+    def _call(self, operation: str, key: str, **kwargs: object) -> dict:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            return getattr(self.client, operation)(Bucket=self.bucket, **kwargs)
+            return getattr(self.client, operation)(
+                Bucket=self.bucket, Key=self.prefix + _check_key(key), **kwargs
+            )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                raise NotFound(f"no object {kwargs.get('Key')!r}") from None
+                raise NotFound(f"no object {key!r}") from None
             raise Unavailable(f"the object store refused {operation}: {exc}") from exc
         except BotoCoreError as exc:
             raise Unavailable(f"the object store is unavailable: {exc}") from exc
@@ -113,18 +115,18 @@ class S3Store:
         # A single PUT is atomic in S3; the checksum makes the server refuse a corrupted upload.
         self._call(
             "put_object",
-            Key=self.prefix + _check_key(key),
+            key,
             Body=data,
             ContentType=content_type,
             ChecksumAlgorithm="SHA256",
         )
 
     def get(self, key: str) -> bytes:
-        return self._call("get_object", Key=self.prefix + _check_key(key))["Body"].read()
+        return self._call("get_object", key)["Body"].read()
 
     def exists(self, key: str) -> bool:
         try:
-            self._call("head_object", Key=self.prefix + _check_key(key))
+            self._call("head_object", key)
         except NotFound:
             return False
         return True

@@ -1,0 +1,46 @@
+# The front door. `make up` runs the product, `make test` passes the tests; both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+SHARED ?= ../shared
+MIRROR_DIR ?= $(SHARED)/datasets/greenr
+
+.PHONY: install up test test-fast lint format render bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# With the shared dataset beside the repository, the source URLs are served from a loopback mirror.
+up: install
+	$(BIN)/dandelion up $(if $(wildcard $(MIRROR_DIR)),--serve-mirror $(MIRROR_DIR))
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/pytest
+
+# Unit tests only: no services, a few seconds.
+test-fast: install
+	$(BIN)/pytest tests/unit
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# Regenerate platform/ (Argo YAML, MySQL init SQL) from the Python definitions.
+render: install
+	$(BIN)/dandelion render
+
+bench: install
+	$(BIN)/python -m tests.bench.ingest --mirror $(MIRROR_DIR)
+
+clean:
+	rm -rf $(VENV) .dandelion .pytest_cache .ruff_cache

@@ -1,0 +1,228 @@
+"""Real parts for the tests: MariaDB, moto's S3 server, a loopback source server, function processes."""
+
+from __future__ import annotations
+
+import http.server
+import io
+import os
+import socket
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import pymysql
+import pytest
+from PIL import Image
+
+from functions.catalog import CANONICAL_PREFIX
+from workflows.localstack import start_function, wait_healthy
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+DATASET = SHARED / "datasets" / "greenr"
+MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def canonical(label: str, n: int) -> str:
+    return f"{CANONICAL_PREFIX}{label}/{n:08d}.jpg"
+
+
+# ---------------------------------------------------------------- MariaDB
+
+
+@pytest.fixture(scope="session")
+def mysql_server() -> Iterator[dict]:
+    try:
+        pymysql.connect(**MYSQL, connect_timeout=3).close()
+    except pymysql.err.OperationalError as exc:
+        if os.environ.get("DANDELION_REQUIRE_MYSQL"):
+            pytest.fail(f"MariaDB is required here but not reachable on 127.0.0.1:3306: {exc}")
+        pytest.skip(f"no MySQL/MariaDB reachable on 127.0.0.1:3306 ({exc})")
+    yield MYSQL
+
+
+@pytest.fixture
+def mysql_url(mysql_server: dict) -> Iterator[str]:
+    """A throw-away database for one test."""
+    name = f"dandelion_test_{uuid.uuid4().hex[:12]}"
+    conn = pymysql.connect(**mysql_server, autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+    yield f"mysql+pymysql://root@127.0.0.1:3306/{name}?charset=utf8mb4"
+    with conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name}")
+    conn.close()
+
+
+@pytest.fixture(params=["sqlite", "mysql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'catalog.db'}"
+    return request.getfixturevalue("mysql_url")
+
+
+# ---------------------------------------------------------------- S3 (moto's server)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's standalone server: a real HTTP S3 endpoint; the AWS variables point every process at it."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = {
+        k: os.environ.get(k)
+        for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    }
+    os.environ.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="test",
+        AWS_SECRET_ACCESS_KEY="test",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    yield endpoint
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def s3_url(s3_endpoint: str) -> str:
+    import boto3
+
+    bucket = f"dandelion-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/data"
+
+
+@pytest.fixture(params=["file", "s3"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "file":
+        return (tmp_path / "objects").as_uri()
+    return request.getfixturevalue("s3_url")
+
+
+# ---------------------------------------------------------------- the source server
+
+
+def _jpeg(size: tuple[int, int] = (64, 48)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, (200, 180, 20)).save(out, format="JPEG")
+    return out.getvalue()
+
+
+def _bomb() -> bytes:
+    """A small PNG whose header claims 12000 x 12000 pixels (144 M): refused before decoding."""
+    out = io.BytesIO()
+    Image.new("1", (12000, 12000)).save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+class SourceHandler(http.server.SimpleHTTPRequestHandler):
+    """The dataset as the mirror serves it, plus hostile answers under /hostile/."""
+
+    fixtures: ClassVar[dict[str, tuple[str, bytes]]] = {}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, directory=str(DATASET), **kwargs)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path.startswith("/redirect/"):
+            self.send_response(302)
+            self.send_header("Location", path.removeprefix("/redirect/").replace(":/", "://", 1))
+            self.end_headers()
+        elif path == "/hostile/endless":
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.end_headers()
+            chunk = b"\xff" * 65536
+            try:
+                for _ in range(100_000):  # bounded: 6.5 GB at most, the client stops far earlier
+                    self.wfile.write(chunk)
+            except OSError:
+                pass
+        elif path == "/hostile/loop":
+            self.send_response(302)
+            self.send_header("Location", "/hostile/loop")
+            self.end_headers()
+        elif path in self.fixtures:
+            content_type, body = self.fixtures[path]
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        else:
+            super().do_GET()
+
+
+@pytest.fixture(scope="session")
+def source() -> Iterator[str]:
+    """Base URL of a loopback server: /<label>/<n>.jpg from shared/datasets/greenr, /hostile/* fixtures."""
+    if not DATASET.is_dir():
+        pytest.fail(f"the shared dataset is missing: {DATASET}")
+    real = (DATASET / "grass" / "00000003.jpg").read_bytes()
+    png = io.BytesIO()
+    Image.new("RGBA", (40, 30), (10, 200, 10, 128)).save(png, format="PNG")
+    SourceHandler.fixtures = {
+        "/hostile/page.jpg": ("image/jpeg", b"<!doctype html><html><body>Not found</body></html>"),
+        "/hostile/truncated.jpg": ("image/jpeg", real[: len(real) // 2]),
+        "/hostile/corrupt.jpg": ("image/jpeg", real[:200] + bytes(range(256)) * 40),
+        "/hostile/bomb.png": ("image/png", _bomb()),
+        "/hostile/picture.png": ("image/png", png.getvalue()),
+        "/hostile/tiny.jpg": ("image/jpeg", _jpeg((10, 10))),
+    }
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SourceHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+# ---------------------------------------------------------------- function processes
+
+
+class FunctionProcess:
+    def __init__(self, part: str, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = start_function(part, self.port, env)
+        wait_healthy(f"{self.url}/health", self.process)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def function_env(
+    db_url: str, store_url: str, source: str | None, allow_private: bool = True
+) -> dict[str, str]:
+    env = dict(os.environ, DANDELION_DB_URL=db_url, DANDELION_STORE_URL=store_url)
+    if source:
+        env["DANDELION_SOURCE_MIRROR"] = f"{CANONICAL_PREFIX}={source}/"
+    if allow_private:
+        env["DANDELION_ALLOW_PRIVATE_URLS"] = "1"
+    else:
+        env.pop("DANDELION_ALLOW_PRIVATE_URLS", None)
+    return env

@@ -1,0 +1,91 @@
+"""The catalog on SQLite and on MariaDB through pymysql: same code, same answers."""
+
+import pymysql
+import pytest
+from sqlalchemy import func, select
+
+from functions import catalog
+from tests.conftest import MYSQL, ROOT, canonical
+
+pytestmark = pytest.mark.integration
+
+
+def test_seed_inserts_the_400_canonical_rows_once(db_url: str) -> None:
+    engine = catalog.open_catalog(db_url)
+    assert catalog.seed(engine) == 400
+    assert catalog.seed(engine) == 0
+    assert catalog.counts_by_status(engine) == {"pending": 400, "ingested": 0, "failed": 0}
+    assert catalog.get(engine, canonical("grass", 199)) == {
+        "url_source": canonical("grass", 199),
+        "url_s3": None,
+        "label": "grass",
+        "sha256": None,
+        "size_bytes": None,
+        "status": "pending",
+        "error": None,
+    }
+
+
+def test_record_upserts_one_row_per_url(db_url: str) -> None:
+    engine = catalog.open_catalog(db_url)
+    url = "https://example.org/a-very-long-path/" + "x" * 1500 + ".jpg"  # longer than an indexable VARCHAR
+    catalog.record(engine, url, "grass", status="failed", error="upstream_error: HTTP 500")
+    catalog.record(
+        engine,
+        url,
+        "grass",
+        status="ingested",
+        error=None,
+        url_s3="s3://b/raw/grass/ab.jpg",
+        sha256="ab" * 32,
+        size_bytes=123,
+    )
+    assert catalog.count(engine) == 1
+    assert catalog.get(engine, url) == {
+        "url_source": url,
+        "url_s3": "s3://b/raw/grass/ab.jpg",
+        "label": "grass",
+        "sha256": "ab" * 32,
+        "size_bytes": 123,
+        "status": "ingested",
+        "error": None,
+    }
+
+
+def test_not_ingested_lists_pending_and_failed_oldest_first(db_url: str) -> None:
+    engine = catalog.open_catalog(db_url)
+    catalog.seed(engine)
+    catalog.record(engine, canonical("dandelion", 0), "dandelion", status="ingested")
+    catalog.record(engine, canonical("dandelion", 1), "dandelion", status="failed", error="x")
+    rows = catalog.not_ingested(engine, limit=2)
+    assert rows == [
+        {"url": canonical("dandelion", 1), "label": "dandelion"},
+        {"url": canonical("dandelion", 2), "label": "dandelion"},
+    ]
+    assert len(catalog.not_ingested(engine)) == 399
+
+
+def test_labels_and_statuses_are_constrained_by_the_database(db_url: str) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    engine = catalog.open_catalog(db_url)
+    with pytest.raises(DBAPIError, match="ck_plants_data_label"):
+        catalog.record(engine, "https://example.org/x.jpg", "daisy", status="pending")
+    assert catalog.count(engine) == 0
+
+
+def test_committed_init_sql_builds_the_same_catalog_on_mariadb(mysql_url: str) -> None:
+    database = mysql_url.rsplit("/", 1)[1].split("?")[0]
+    conn = pymysql.connect(**MYSQL, database=database, autocommit=True)
+    with conn.cursor() as cur:
+        for statement in (ROOT / "platform" / "mysql" / "init.sql").read_text().split(";\n"):
+            if statement.strip():
+                cur.execute(statement)
+    conn.close()
+    engine = catalog.open_catalog(mysql_url)
+    assert catalog.count(engine) == 400
+    assert catalog.seed(engine) == 0  # the code sees the rows the SQL inserted as its own
+    with engine.connect() as c:
+        assert (
+            c.execute(select(func.count()).where(catalog.plants_data.c.status == "pending")).scalar() == 400
+        )

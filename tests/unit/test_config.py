@@ -1,0 +1,39 @@
+from pathlib import Path
+
+import pytest
+
+from functions.config import Settings
+from functions.errors import ConfigError
+
+
+def test_embedded_defaults_live_under_home(tmp_path: Path) -> None:
+    settings = Settings.from_env({"DANDELION_HOME": str(tmp_path)})
+    assert settings.db_url == f"sqlite:///{tmp_path}/catalog.db"
+    assert settings.store_url == f"file://{tmp_path}/objects"
+    assert settings.ingest_url == "http://127.0.0.1:8082/"
+    assert settings.allow_private_urls is False
+    assert settings.max_download_bytes == 10 * 1024 * 1024
+
+
+def test_mirror_rewrites_only_its_prefix() -> None:
+    settings = Settings.from_env({"DANDELION_SOURCE_MIRROR": "https://a.example/data/=http://127.0.0.1:9/"})
+    assert settings.rewrite_source("https://a.example/data/grass/1.jpg") == "http://127.0.0.1:9/grass/1.jpg"
+    assert settings.rewrite_source("https://b.example/data/x.jpg") == "https://b.example/data/x.jpg"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DANDELION_SOURCE_MIRROR": "no-equals-sign"}, "PREFIX=REPLACEMENT"),
+        ({"DANDELION_MAX_DOWNLOAD_BYTES": "ten"}, "whole number"),
+        ({"DANDELION_MAX_DOWNLOAD_BYTES": "0"}, "must be positive"),
+    ],
+)
+def test_bad_environment_is_reported_by_name(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", True), ("true", True), ("", False), ("0", False)])
+def test_allow_private_urls_flag(value: str, expected: bool) -> None:
+    assert Settings.from_env({"DANDELION_ALLOW_PRIVATE_URLS": value}).allow_private_urls is expected

@@ -1,0 +1,45 @@
+import io
+
+import pytest
+from PIL import Image
+
+from functions.errors import NotAnImage, TooLarge
+from functions.images import as_jpeg
+
+
+def encode(image: Image.Image, fmt: str) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format=fmt)
+    return out.getvalue()
+
+
+def test_jpeg_is_kept_byte_for_byte() -> None:
+    data = encode(Image.new("RGB", (20, 10), "yellow"), "JPEG")
+    assert as_jpeg(data, 10_000) == data
+
+
+@pytest.mark.parametrize(("mode", "fmt"), [("RGBA", "PNG"), ("P", "GIF"), ("L", "WEBP"), ("RGB", "BMP")])
+def test_other_formats_become_rgb_jpeg(mode: str, fmt: str) -> None:
+    converted = Image.open(io.BytesIO(as_jpeg(encode(Image.new(mode, (30, 20)), fmt), 10_000)))
+    assert (converted.format, converted.mode, converted.size) == ("JPEG", "RGB", (30, 20))
+
+
+def test_html_is_not_an_image() -> None:
+    with pytest.raises(NotAnImage, match="not an image"):
+        as_jpeg(b"<!doctype html><html></html>", 10_000)
+
+
+def test_truncated_jpeg_is_refused() -> None:
+    data = encode(Image.effect_noise((200, 200), 50).convert("RGB"), "JPEG")
+    with pytest.raises(NotAnImage, match="truncated or corrupt"):
+        as_jpeg(data[: len(data) // 2], 1_000_000)
+
+
+def test_pixel_limit_is_checked_before_decoding() -> None:
+    with pytest.raises(TooLarge, match="1200 pixels, over the 1000-pixel limit"):
+        as_jpeg(encode(Image.new("RGB", (40, 30)), "PNG"), 1_000)
+
+
+def test_tiff_is_not_accepted() -> None:
+    with pytest.raises(NotAnImage):
+        as_jpeg(encode(Image.new("RGB", (4, 4)), "TIFF"), 1_000)

@@ -1,0 +1,70 @@
+"""Processes of the local stack: the functions as real functions-framework servers, and a file mirror."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import requests
+
+import functions
+
+FUNCTION_TARGETS = {"ingest-one-url": "ingest_one_url"}
+
+
+def function_command(part: str, host: str, port: int) -> list[str]:
+    """The functions-framework command line that serves `part`, as the container image runs it."""
+    target = FUNCTION_TARGETS[part]
+    source = Path(functions.__file__).parent / f"{target}.py"
+    return [
+        sys.executable,
+        "-m",
+        "functions_framework",
+        "--target",
+        target,
+        "--source",
+        str(source),
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+
+
+def start_function(part: str, port: int, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(function_command(part, "127.0.0.1", port), env=dict(env or os.environ))
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 60) -> None:
+    """Block until `url` answers 200, or fail early if the process died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited with code {process.returncode}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not become healthy in {timeout:.0f} s")
+
+
+def serve_directory(directory: Path, port: int = 0) -> http.server.ThreadingHTTPServer:
+    """Serve `directory` over loopback HTTP from a daemon thread (the offline mirror of the sources)."""
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
