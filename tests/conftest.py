@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.server
 import io
 import os
-import socket
 import subprocess
 import threading
 import uuid
@@ -18,18 +17,12 @@ import pytest
 from PIL import Image
 
 from functions.catalog import CANONICAL_PREFIX
-from workflows.localstack import start_function, wait_healthy
+from workflows.localstack import free_port, start_function, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 DATASET = SHARED / "datasets" / "greenr"
 MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def canonical(label: str, n: int) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +18,12 @@ import requests
 import functions
 
 FUNCTION_TARGETS = {"ingest-one-url": "ingest_one_url"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def function_command(part: str, host: str, port: int) -> list[str]:

@@ -49,7 +49,7 @@ def test_a_failed_file_write_leaves_neither_object_nor_temporary(tmp_path: Path,
 
 
 def test_an_unreachable_s3_endpoint_is_unavailable_not_a_crash(monkeypatch) -> None:
-    from tests.conftest import free_port
+    from workflows.localstack import free_port
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
