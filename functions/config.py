@@ -11,7 +11,7 @@ from functions.errors import ConfigError
 
 MiB = 1024 * 1024
 
-DEFAULT_PORTS = {"predict": 8081, "ingest-one-url": 8082, "validate-label": 8083, "web": 7860}
+DEFAULT_PORTS = {"predict": 8081, "ingest-one-url": 8082, "validate-label": 8083, "web": 7860, "mlflow": 5000}
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from functions import catalog
-    from workflows.localstack import serve_directory, start_function, wait_healthy
+    from functions.store import open_store
+    from workflows.localstack import serve_directory, start_function, start_mlflow, wait_healthy
+    from workflows.promotion import read_champion
 
     if args.serve_mirror:
         mirror = serve_directory(Path(args.serve_mirror))
@@ -94,16 +96,27 @@ def cmd_up(args: argparse.Namespace) -> int:
         os.environ["DANDELION_ALLOW_PRIVATE_URLS"] = "1"
         print(f"mirror of {args.serve_mirror} on http://127.0.0.1:{mirror.server_port}/")
     settings = _settings()
-    port = DEFAULT_PORTS["ingest-one-url"]
-    processes = [start_function("ingest-one-url", port)]
+    processes = []
     try:
-        wait_healthy(f"http://127.0.0.1:{port}/health", processes[0])
+        if not os.environ.get("MLFLOW_TRACKING_URI"):
+            port = DEFAULT_PORTS["mlflow"]
+            processes.append(start_mlflow(settings.home, settings.store_url, port))
+            os.environ["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{port}"
+            wait_healthy(f"http://127.0.0.1:{port}/health", processes[-1], timeout=120)
+        ingest_port = DEFAULT_PORTS["ingest-one-url"]
+        processes.append(start_function("ingest-one-url", ingest_port))
+        wait_healthy(f"http://127.0.0.1:{ingest_port}/health", processes[-1])
         engine = catalog.open_catalog(settings.db_url)
         print(f"seeded {catalog.seed(engine)} new catalog rows")
         summary = json.loads(run_workflow("extract-images", {}, settings) or "{}")
         print(f"extract-images: {json.dumps({k: v for k, v in summary.items() if k != 'failures'})}")
         print(f"catalog: {catalog.counts_by_status(engine)}")
-        print(f"ingest-one-url: http://127.0.0.1:{port}/")
+        if read_champion(open_store(settings.store_url)) is None:
+            print("no champion yet: running train-model (a few minutes)")
+            print(f"train-model: {run_workflow('train-model', {}, settings)}")
+        print(f"champion: {read_champion(open_store(settings.store_url))}")
+        print(f"MLflow: {os.environ['MLFLOW_TRACKING_URI']}")
+        print(f"ingest-one-url: http://127.0.0.1:{ingest_port}/")
         print(f"catalog: {settings.db_url}  store: {settings.store_url}")
         print("serving; Ctrl-C stops everything")
         stop = {signal.SIGINT, signal.SIGTERM}
@@ -138,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     seed.set_defaults(func=cmd_seed)
 
     run = commands.add_parser("run", help="run a workflow locally from its Hera definition")
-    run.add_argument("workflow", help="extract-images")
+    run.add_argument("workflow", help="extract-images, train-model or weekly-retrain")
     run.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE")
     run.set_defaults(func=cmd_run)
 

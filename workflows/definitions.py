@@ -6,13 +6,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hera.workflows import WorkflowTemplate
+from hera.workflows import CronWorkflow, WorkflowTemplate
 
 from functions.catalog import mysql_init_sql
 from workflows.extraction import extract_images
+from workflows.retraining import train_model_template, weekly_retrain
 
-WORKFLOWS: dict[str, Callable[[], WorkflowTemplate]] = {
+WORKFLOWS: dict[str, Callable[[], WorkflowTemplate | CronWorkflow]] = {
     "extract-images": extract_images,
+    "train-model": train_model_template,
+    "weekly-retrain": weekly_retrain,
 }
 
 

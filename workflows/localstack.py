@@ -45,6 +45,28 @@ def function_command(part: str, host: str, port: int) -> list[str]:
     ]
 
 
+def start_mlflow(home: Path, store_url: str, port: int) -> subprocess.Popen[bytes]:
+    """A real MLflow tracking server: SQLite backend under `home`, artifacts proxied into the store."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{home / 'mlflow.db'}",
+            "--artifacts-destination",
+            f"{store_url.rstrip('/')}/mlflow-artifacts",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ]
+    )
+
+
 def start_function(part: str, port: int, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(function_command(part, "127.0.0.1", port), env=dict(env or os.environ))
 

@@ -1,0 +1,64 @@
+"""The one definition of how an image becomes the model's input, shared by training and serving.
+
+Pillow and NumPy only, so the predict function needs no torch. What it needs (input size, resize,
+normalisation, classes) is saved with every model in `metadata.json`, so a served model is always fed
+the way it was trained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+CLASSES = ("dandelion", "grass")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    input_size: int = 112
+    resize: int = 128  # the shorter side before the centre crop; training crops at random from it
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    classes: tuple[str, ...] = field(default=CLASSES)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
+        return cls(
+            input_size=int(data["input_size"]),
+            resize=int(data["resize"]),
+            mean=tuple(data["mean"]),
+            std=tuple(data["std"]),
+            classes=tuple(data["classes"]),
+        )
+
+    def resized(self, image: Image.Image) -> Image.Image:
+        """RGB, shorter side scaled to `resize` (whatever the mode: L, P, RGBA, CMYK...)."""
+        if image.mode != "RGB":
+            image = (
+                image.convert("RGBA").convert("RGB") if image.mode in ("P", "LA") else image.convert("RGB")
+            )
+        width, height = image.size
+        scale = self.resize / min(width, height)
+        size = (max(self.resize, round(width * scale)), max(self.resize, round(height * scale)))
+        return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
+
+    def centre_crop(self, image: Image.Image) -> Image.Image:
+        left = (image.width - self.input_size) // 2
+        top = (image.height - self.input_size) // 2
+        return image.crop((left, top, left + self.input_size, top + self.input_size))
+
+    def normalise(self, image: Image.Image) -> np.ndarray:
+        """(3, H, W) float32, scaled to [0, 1] then standardised per channel."""
+        array = np.asarray(image, dtype=np.float32) / 255.0
+        array = (array - np.asarray(self.mean, dtype=np.float32)) / np.asarray(self.std, dtype=np.float32)
+        return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        """The evaluation and serving input for one image."""
+        return self.normalise(self.centre_crop(self.resized(image)))

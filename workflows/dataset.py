@@ -1,0 +1,76 @@
+"""Dataset snapshots: the ingested rows frozen into `datasets/<version>/manifest.csv`.
+
+An image's split is a pure function of its SHA-256, so it never changes split across snapshots and one
+run's test split is comparable with the next; the version is derived from the manifest's content, so the
+same rows give the same version.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, select
+
+from functions import catalog
+from functions.ingest import raw_key
+from functions.store import ObjectStore
+
+# Buckets of 100 by the first 8 hex digits of the SHA-256: 70 % train, 10 % validation, 20 % test.
+SPLITS = (("train", 70), ("val", 80), ("test", 100))
+FIELDS = ("key", "label", "sha256", "split")
+
+
+@dataclass(frozen=True)
+class Example:
+    key: str
+    label: str
+    sha256: str
+    split: str
+
+
+def split_of(sha256: str) -> str:
+    bucket = int(sha256[:8], 16) % 100
+    return next(name for name, upper in SPLITS if bucket < upper)
+
+
+def manifest_key(version: str) -> str:
+    return f"datasets/{version}/manifest.csv"
+
+
+def _ingested(engine: Engine) -> list[Example]:
+    table = catalog.plants_data
+    query = select(table.c.label, table.c.sha256).where(table.c.status == "ingested")
+    with catalog.unavailable_on_outage("catalog"), engine.connect() as conn:
+        rows = conn.execute(query).all()
+    by_sha: dict[str, str] = {}
+    for label, sha in rows:  # the same bytes under two URLs are one example
+        by_sha.setdefault(sha, label)
+    return [Example(raw_key(label, sha), label, sha, split_of(sha)) for sha, label in sorted(by_sha.items())]
+
+
+def _to_csv(examples: list[Example]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(FIELDS)
+    writer.writerows((e.key, e.label, e.sha256, e.split) for e in examples)
+    return out.getvalue().encode()
+
+
+def snapshot(engine: Engine, store: ObjectStore) -> tuple[str, list[Example]]:
+    """Freeze the ingested rows; returns (dataset version, examples). Writing it twice is a no-op."""
+    examples = _ingested(engine)
+    if not examples:
+        raise ValueError("no ingested images to snapshot: run extract-images first")
+    data = _to_csv(examples)
+    version = hashlib.sha256(data).hexdigest()[:16]
+    if not store.exists(manifest_key(version)):
+        store.put(manifest_key(version), data, "text/csv")
+    return version, examples
+
+
+def load(store: ObjectStore, version: str) -> list[Example]:
+    reader = csv.DictReader(io.StringIO(store.get(manifest_key(version)).decode()))
+    return [Example(**{k: row[k] for k in FIELDS}) for row in reader]

@@ -1,0 +1,45 @@
+"""Roll-out: put the predict function on a newly promoted model.
+
+On Knative the predict Service is pinned by its first environment variable, DANDELION_MODEL_VERSION
+(platform/ keeps it first): a JSON Patch, guarded by a `test` of that name, replaces its value and
+Knative rolls a new revision. Without a cluster there is nothing to patch: the local predict function
+follows `models/champion.json` by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import requests
+
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+def predict_patch(version: str) -> list[dict[str, str]]:
+    env = "/spec/template/spec/containers/0/env/0"
+    return [
+        {"op": "test", "path": f"{env}/name", "value": "DANDELION_MODEL_VERSION"},
+        {"op": "replace", "path": f"{env}/value", "value": version},
+    ]
+
+
+def roll_out_predict(version: str) -> str:
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    if not host:
+        return "no cluster: the local predict function follows models/champion.json"
+    namespace = (SERVICE_ACCOUNT / "namespace").read_text().strip()
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    response = requests.patch(
+        f"https://{host}:{port}/apis/serving.knative.dev/v1/namespaces/{namespace}/services/predict",
+        data=json.dumps(predict_patch(version)),
+        headers={
+            "Authorization": f"Bearer {(SERVICE_ACCOUNT / 'token').read_text().strip()}",
+            "Content-Type": "application/json-patch+json",
+        },
+        verify=str(SERVICE_ACCOUNT / "ca.crt"),
+        timeout=30,
+    )
+    response.raise_for_status()
+    return f"knative service {namespace}/predict pinned to model {version}"

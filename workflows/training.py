@@ -1,0 +1,175 @@
+"""Training: a compact CNN from scratch (no pretrained weights can be fetched here), exported to ONNX.
+
+Images go through `functions.preprocessing` exactly as serving feeds them; training only replaces the
+centre crop with random augmentation before the shared `normalise`.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.transforms import v2
+
+from functions.preprocessing import Preprocessing
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 40
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    width: int = 32
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def _block(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+
+class DandelionNet(nn.Module):
+    """Four conv stages (stride-2 stem, then pooled pairs), global average pooling, a linear head."""
+
+    def __init__(self, classes: int = 2, width: int = 32) -> None:
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            nn.Conv2d(3, w, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(w),
+            nn.ReLU(inplace=True),
+            *_block(w, w),
+            nn.MaxPool2d(2),
+            *_block(w, 2 * w),
+            *_block(2 * w, 2 * w),
+            nn.MaxPool2d(2),
+            *_block(2 * w, 4 * w),
+            *_block(4 * w, 4 * w),
+            nn.MaxPool2d(2),
+            *_block(4 * w, 8 * w),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(8 * w, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def augmentation(prep: Preprocessing) -> Callable[[Image.Image], Image.Image]:
+    """Random crops, flips and mild colour changes; hue barely moves: yellow against green is the signal."""
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(prep.input_size, scale=(0.45, 1.0), ratio=(0.8, 1.25)),
+            v2.RandomHorizontalFlip(),
+            v2.RandomVerticalFlip(),
+            v2.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.2, hue=0.02),
+        ]
+    )
+
+
+def batches(arrays: np.ndarray, labels: np.ndarray, size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [
+        (torch.from_numpy(arrays[i : i + size]), torch.from_numpy(labels[i : i + size]))
+        for i in range(0, len(arrays), size)
+    ]
+
+
+def evaluate_loss(
+    model: nn.Module, arrays: np.ndarray, labels: np.ndarray, loss_fn: nn.Module
+) -> tuple[float, float]:
+    model.eval()
+    total_loss, correct = 0.0, 0
+    with torch.no_grad():
+        for x, y in batches(arrays, labels, 128):
+            logits = model(x.to(device()))
+            total_loss += loss_fn(logits, y.to(device())).item() * len(y)
+            correct += int((logits.argmax(1).cpu() == y).sum())
+    return total_loss / len(labels), correct / len(labels)
+
+
+def train(
+    config: TrainConfig,
+    prep: Preprocessing,
+    train_images: Sequence[Image.Image],
+    train_labels: Sequence[int],
+    val_images: Sequence[Image.Image],
+    val_labels: Sequence[int],
+    on_epoch: Callable[[int, dict[str, float]], None],
+) -> DandelionNet:
+    """Train from scratch; `train_images` are already `prep.resized`. Reports metrics after each epoch."""
+    seed_everything(config.seed)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    model = DandelionNet(len(prep.classes), config.width).to(device())
+    optimiser = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    steps = config.epochs * -(-len(train_images) // config.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.learning_rate, total_steps=steps)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    augment = augmentation(prep)
+    y_train = np.asarray(train_labels, dtype=np.int64)
+    x_val = np.stack([prep.normalise(prep.centre_crop(image)) for image in val_images])
+    y_val = np.asarray(val_labels, dtype=np.int64)
+    order = np.random.default_rng(config.seed)
+    for epoch in range(config.epochs):
+        model.train()
+        permutation = order.permutation(len(train_images))
+        x_epoch = np.stack([prep.normalise(augment(train_images[i])) for i in permutation])
+        seen_loss, correct = 0.0, 0
+        for x, y in batches(x_epoch, y_train[permutation], config.batch_size):
+            x, y = x.to(device()), y.to(device())
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            seen_loss += loss.item() * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+        metrics = {"train_loss": seen_loss / len(y_train), "train_accuracy": correct / len(y_train)}
+        if len(y_val):
+            metrics["val_loss"], metrics["val_accuracy"] = evaluate_loss(model, x_val, y_val, loss_fn)
+        on_epoch(epoch, metrics)
+    return model.cpu().eval()
+
+
+def export_onnx(model: nn.Module, prep: Preprocessing) -> bytes:
+    """ONNX with a dynamic batch axis, input `image` (N, 3, H, W), output `logits` (N, classes)."""
+    example = torch.zeros(1, 3, prep.input_size, prep.input_size)
+    out = io.BytesIO()
+    torch.onnx.export(
+        model.cpu().eval(),
+        (example,),
+        out,
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+        dynamo=False,
+    )
+    return out.getvalue()
