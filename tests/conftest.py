@@ -219,3 +219,30 @@ def function_env(
     else:
         env.pop("DANDELION_ALLOW_PRIVATE_URLS", None)
     return env
+
+
+# ---------------------------------------------------------------- MLflow
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real MLflow tracking server for the session (it takes ~15 s to start): SQLite backend,
+    artifacts proxied to a file:// store. MLFLOW_TRACKING_URI points every client at it."""
+    from workflows.localstack import start_mlflow
+
+    home = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    process = start_mlflow(home, (home / "objects").as_uri(), port)
+    uri = f"http://127.0.0.1:{port}"
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        wait_healthy(f"{uri}/health", process, timeout=120)
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+        yield uri
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved

@@ -41,7 +41,8 @@ def test_every_step_runs_hera_runner_entry_points_that_import() -> None:
     import importlib
 
     for manifest in manifests():
-        for template in manifest["spec"]["templates"]:
+        spec = manifest["spec"].get("workflowSpec", manifest["spec"])
+        for template in spec["templates"]:
             if "script" in template:
                 module, function = template["script"]["args"][-1].split(":")
                 assert callable(getattr(importlib.import_module(module), function))

@@ -1,0 +1,46 @@
+"""Training and serving feed the model the same tensor for the same image."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from functions.preprocessing import Preprocessing
+from tests.conftest import DATASET
+
+
+def images() -> list[Image.Image]:
+    photo = Image.open(DATASET / "dandelion" / "00000004.jpg")
+    png = io.BytesIO()
+    photo.convert("RGBA").save(png, format="PNG")
+    return [
+        photo,
+        photo.convert("L"),
+        Image.open(io.BytesIO(png.getvalue())),
+        photo.convert("P"),
+        Image.new("RGB", (10, 10), "yellow"),
+        Image.new("RGB", (4000, 300), "green"),
+    ]
+
+
+@pytest.mark.parametrize("image", images(), ids=["rgb", "grey", "rgba-png", "palette", "tiny", "wide"])
+def test_the_training_evaluation_path_and_the_serving_path_give_the_same_tensor(image: Image.Image) -> None:
+    prep = Preprocessing()
+    resized_once = prep.resized(image)  # training resizes once, when it loads the split
+    training = prep.normalise(prep.centre_crop(resized_once))
+    serving = prep(image)
+    assert serving.shape == (3, prep.input_size, prep.input_size)
+    assert serving.dtype == np.float32
+    assert np.array_equal(training, serving)
+
+
+def test_normalisation_uses_the_saved_mean_and_std() -> None:
+    prep = Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 1.0))
+    array = prep(Image.new("RGB", (200, 150), (255, 0, 51)))
+    assert np.allclose(array[:, 0, 0], [(1 - 0.5) / 0.25, (0 - 0.5) / 0.5, (0.2 - 0.5) / 1.0])
+
+
+def test_the_metadata_round_trip_rebuilds_the_same_preprocessing() -> None:
+    prep = Preprocessing(input_size=96, resize=110)
+    assert Preprocessing.from_dict(prep.to_dict()) == prep

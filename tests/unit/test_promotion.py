@@ -1,0 +1,42 @@
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from functions.store import FileStore
+from workflows.promotion import CHAMPION_KEY, gate, publish, read_champion
+
+
+@pytest.mark.parametrize(
+    ("candidate", "champion", "reason"),
+    [
+        (0.90, None, None),
+        (0.90, 0.90, None),
+        (0.84, None, "test accuracy 0.8400 is below the floor 0.8500"),
+        (0.90, 0.93, "test accuracy 0.9000 is below the champion's 0.9300 on the same split"),
+    ],
+)
+def test_gate(candidate: float, champion: float | None, reason: str | None) -> None:
+    assert gate(candidate, champion, floor=0.85) == reason
+
+
+class RecordingStore(FileStore):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.order: list[str] = []
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        super().put(key, data, content_type)
+        self.order.append(key)
+
+
+def test_publish_writes_the_pointer_last(tmp_path: Path) -> None:
+    store = RecordingStore(tmp_path)
+    assert read_champion(store) is None
+    pointer = publish(store, "7", b"onnx-bytes", {"metrics": {"test_accuracy": 0.97}})
+    assert store.order == ["models/7/model.onnx", "models/7/metadata.json", CHAMPION_KEY]
+    assert read_champion(store) == pointer
+    assert pointer["key"] == "models/7/model.onnx"
+    assert pointer["sha256"] == hashlib.sha256(b"onnx-bytes").hexdigest()
+    assert json.loads(store.get("models/7/metadata.json")) == {"metrics": {"test_accuracy": 0.97}}
