@@ -31,10 +31,7 @@ def run_workflow(name: str, parameters: dict[str, str], settings: Settings) -> s
     from workflows.runner import LocalRunner
 
     runner = LocalRunner(manifests())
-    declared = {
-        p["name"]
-        for p in runner.manifests.get(name, {}).get("spec", {}).get("arguments", {}).get("parameters", [])
-    }
+    declared = runner.arguments(name)
     local = {k: v for k, v in _local_parameters(settings).items() if k in declared}
     return runner.run(name, local | parameters)
 

@@ -88,12 +88,17 @@ class LocalRunner:
         self.manifests = {m["metadata"]["name"]: m for m in manifests}
         self.sleep = sleep
 
-    def run(self, name: str, parameters: Mapping[str, str] | None = None) -> str:
-        """Run workflow `name` to completion; returns the entrypoint's result, raises WorkflowFailed."""
+    def arguments(self, name: str) -> dict[str, str]:
+        """The parameters workflow `name` declares, with their default values."""
         if name not in self.manifests:
             raise WorkflowFailed(f"no workflow {name!r}; known: {', '.join(sorted(self.manifests))}")
         spec = self._spec(self.manifests[name])
-        arguments = {p["name"]: p.get("value", "") for p in spec.get("arguments", {}).get("parameters", [])}
+        return {p["name"]: p.get("value", "") for p in spec.get("arguments", {}).get("parameters", [])}
+
+    def run(self, name: str, parameters: Mapping[str, str] | None = None) -> str:
+        """Run workflow `name` to completion; returns the entrypoint's result, raises WorkflowFailed."""
+        arguments = self.arguments(name)
+        spec = self._spec(self.manifests[name])
         unknown = set(parameters or {}) - set(arguments)
         if unknown:
             raise WorkflowFailed(f"{name} has no parameter {', '.join(sorted(unknown))}")

@@ -11,6 +11,7 @@ from functions.config import Settings
 from functions.store import open_store
 from tests.conftest import FunctionProcess, canonical, function_env
 from workflows.cli import run_workflow
+from workflows.promotion import read_champion
 from workflows.runner import WorkflowFailed
 
 pytestmark = pytest.mark.e2e
@@ -76,5 +77,29 @@ def test_too_many_failures_fail_the_workflow(tmp_path: Path, source: str, monkey
         lenient = json.loads(run_workflow("extract-images", {"max-failed-fraction": "1"}, settings))
         assert (lenient["total"], lenient["unchanged"], lenient["failed"]) == (2, 0, 2)
         assert catalog.counts_by_status(engine) == {"pending": 0, "ingested": 1, "failed": 2}
+    finally:
+        function.stop()
+
+
+def test_weekly_retrain_extracts_then_trains_from_the_template_refs(
+    tmp_path: Path, source: str, mlflow_server: str, monkeypatch
+) -> None:
+    db_url, store_url = f"sqlite:///{tmp_path / 'c.db'}", (tmp_path / "o").as_uri()
+    engine = catalog.open_catalog(db_url)
+    for url, label in SUBSET:
+        catalog.record(engine, url, label, status="pending")
+    function = FunctionProcess("ingest-one-url", function_env(db_url, store_url, source))
+    monkeypatch.setenv("DANDELION_DB_URL", db_url)
+    monkeypatch.setenv("DANDELION_STORE_URL", store_url)
+    try:
+        settings = settings_for(db_url, store_url, function.url)
+        result = json.loads(run_workflow("weekly-retrain", {"epochs": "1", "min-accuracy": "0"}, settings))
+        assert catalog.counts_by_status(engine)["ingested"] == 26
+        champion = read_champion(open_store(store_url))
+        assert result == {
+            "version": champion["version"],
+            "rolled_out": True,
+            "how": "no cluster: the local predict function follows models/champion.json",
+        }
     finally:
         function.stop()
