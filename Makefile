@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 SHARED ?= ../shared
 MIRROR_DIR ?= $(SHARED)/datasets/greenr
 
-.PHONY: install up test test-fast lint format render bench clean
+.PHONY: install up test test-fast lint format render bench bench-ingest bench-train clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,8 +39,14 @@ format: install
 render: install
 	$(BIN)/dandelion render
 
-bench: install
+# Speed and accuracy are measured here, not in tests; the README reports the figures.
+bench: bench-ingest bench-train
+
+bench-ingest: install
 	$(BIN)/python -m tests.bench.ingest --mirror $(MIRROR_DIR)
+
+bench-train: install
+	$(BIN)/python -m tests.bench.train --mirror $(MIRROR_DIR)
 
 clean:
 	rm -rf $(VENV) .dandelion .pytest_cache .ruff_cache
