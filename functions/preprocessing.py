@@ -18,8 +18,8 @@ CLASSES = ("dandelion", "grass")
 
 @dataclass(frozen=True)
 class Preprocessing:
-    input_size: int = 112
-    resize: int = 128  # the shorter side before the centre crop; training crops at random from it
+    input_size: int = 128
+    resize: int = 144  # the shorter side before the centre crop; training crops at random from it
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     classes: tuple[str, ...] = field(default=CLASSES)

@@ -54,6 +54,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not sep:
             raise SystemExit(f"-p expects name=value, got {item!r}")
         parameters[name] = value
+    # DESIGN.md: without MLFLOW_TRACKING_URI, the MLflow server that `dandelion up` starts.
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{DEFAULT_PORTS['mlflow']}")
     try:
         print(run_workflow(args.workflow, parameters, _settings()))
     except WorkflowFailed as exc:

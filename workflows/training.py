@@ -22,7 +22,7 @@ from functions.preprocessing import Preprocessing
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 40
+    epochs: int = 60
     batch_size: int = 32
     learning_rate: float = 3e-3
     weight_decay: float = 5e-4

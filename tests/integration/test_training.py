@@ -101,7 +101,7 @@ def test_a_run_is_tracked_registered_promoted_and_exported(platform) -> None:
     assert pointer["metrics"]["test_accuracy"] == run.data.metrics["test_accuracy"]
     metadata = json.loads(store.get(f"models/{rolled['version']}/metadata.json"))
     assert metadata["classes"] == ["dandelion", "grass"]
-    assert (metadata["input_size"], metadata["dataset_version"]) == (112, dataset_version)
+    assert (metadata["input_size"], metadata["dataset_version"]) == (128, dataset_version)
     assert metadata["mlflow_run_id"] == run.info.run_id
     assert store.exists(f"datasets/{dataset_version}/manifest.csv")
     served = OnnxClassifier(onnx_bytes, Preprocessing.from_dict(metadata))
