@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -112,19 +113,15 @@ def _is_outage(exc: OperationalError) -> bool:
     return exc.connection_invalidated or code in _OUTAGE_CODES or "database is locked" in str(exc.orig)
 
 
-class unavailable_on_outage:
+@contextmanager
+def unavailable_on_outage(what: str) -> Iterator[None]:
     """Turn a lost connection into Unavailable (503, retry later) instead of an unexplained 500."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type | None, exc: BaseException | None, _tb: Any) -> bool:
-        if isinstance(exc, OperationalError) and _is_outage(exc):
-            raise Unavailable(f"the {self.what} is unavailable: {exc.orig}") from exc
-        return False
+    try:
+        yield
+    except OperationalError as exc:
+        if _is_outage(exc):
+            raise Unavailable(f"the {what} is unavailable: {exc.orig}") from exc
+        raise
 
 
 def _upsert(engine: Engine, rows: Sequence[dict[str, Any]], update: Iterable[str]) -> None:

@@ -72,9 +72,10 @@ class FileStore:
         return self._path(key).is_file()
 
     def keys(self, prefix: str = "") -> Iterator[str]:
-        if not self.root.is_dir():
+        top = self.root / prefix.rpartition("/")[0]  # only the folder the prefix names, not the whole store
+        if not top.is_dir():
             return
-        for path in sorted(self.root.rglob("*")):
+        for path in sorted(top.rglob("*")):
             key = path.relative_to(self.root).as_posix()
             if path.is_file() and not path.name.startswith(".tmp-") and key.startswith(prefix):
                 yield key

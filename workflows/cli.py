@@ -110,10 +110,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         summary = json.loads(run_workflow("extract-images", {}, settings) or "{}")
         print(f"extract-images: {json.dumps({k: v for k, v in summary.items() if k != 'failures'})}")
         print(f"catalog: {catalog.counts_by_status(engine)}")
-        if read_champion(open_store(settings.store_url)) is None:
+        store = open_store(settings.store_url)
+        if read_champion(store) is None:
             print("no champion yet: running train-model (a few minutes)")
             print(f"train-model: {run_workflow('train-model', {}, settings)}")
-        print(f"champion: {read_champion(open_store(settings.store_url))}")
+        print(f"champion: {read_champion(store)}")
         print(f"MLflow: {os.environ['MLFLOW_TRACKING_URI']}")
         print(f"ingest-one-url: http://127.0.0.1:{ingest_port}/")
         print(f"catalog: {settings.db_url}  store: {settings.store_url}")

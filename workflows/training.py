@@ -124,7 +124,6 @@ def train(
 ) -> DandelionNet:
     """Train from scratch; `train_images` are already `prep.resized`. Reports metrics after each epoch."""
     seed_everything(config.seed)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     model = DandelionNet(len(prep.classes), config.width).to(device())
     optimiser = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
