@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from functions.errors import ConfigError
 
@@ -24,6 +25,10 @@ class Settings:
     source_mirror: tuple[str, str] | None
     allow_private_urls: bool
     ingest_url: str
+    predict_url: str
+    model_version: str | None = None
+    max_upload_bytes: int = 10 * MiB
+    model_poll_seconds: float = 10.0
     max_download_bytes: int = 10 * MiB
     max_image_pixels: int = 40_000_000
     connect_timeout: float = 5.0
@@ -43,6 +48,10 @@ class Settings:
             allow_private_urls=_flag(env.get("DANDELION_ALLOW_PRIVATE_URLS")),
             ingest_url=env.get("DANDELION_INGEST_URL")
             or f"http://127.0.0.1:{DEFAULT_PORTS['ingest-one-url']}/",
+            predict_url=env.get("DANDELION_PREDICT_URL") or f"http://127.0.0.1:{DEFAULT_PORTS['predict']}",
+            model_version=env.get("DANDELION_MODEL_VERSION") or None,
+            max_upload_bytes=_positive_int(env, "DANDELION_MAX_UPLOAD_BYTES", 10 * MiB),
+            model_poll_seconds=_positive_float(env, "DANDELION_MODEL_POLL_SECONDS", 10.0),
             max_download_bytes=_positive_int(env, "DANDELION_MAX_DOWNLOAD_BYTES", 10 * MiB),
             max_image_pixels=_positive_int(env, "DANDELION_MAX_IMAGE_PIXELS", 40_000_000),
         )
@@ -67,14 +76,22 @@ def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+def _positive(env: Mapping[str, str], name: str, default: float, kind: type, what: str) -> Any:
     raw = env.get(name)
     if not raw:
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+        raise ConfigError(f"{name} must be {what}, got {raw!r}") from None
     if value <= 0:
         raise ConfigError(f"{name} must be positive, got {value}")
     return value
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    return _positive(env, name, default, int, "a whole number")
+
+
+def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+    return _positive(env, name, default, float, "a number of seconds")

@@ -11,7 +11,7 @@ from typing import Any
 
 import flask
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from functions.errors import BadRequest, DandelionError, MethodNotAllowed, NotFound, TooLarge
 
@@ -59,7 +59,12 @@ def json_response(body: Any, status: int = 200) -> flask.Response:
 
 
 def error_response(exc: DandelionError) -> flask.Response:
-    return json_response({"error": exc.code, "message": str(exc)}, exc.status)
+    body = {"error": exc.code, "message": str(exc)}
+    if isinstance(exc, TooLarge):
+        # Streamed, because functions-framework reads the whole request body after any other
+        # answer: exactly what a size limit must not do.
+        return flask.Response(iter([json.dumps(body)]), status=exc.status, mimetype="application/json")
+    return json_response(body, exc.status)
 
 
 def _handle(function: str, routes: Routes, request: flask.Request) -> tuple[str, flask.Response]:
@@ -118,13 +123,22 @@ def metrics(_request: flask.Request) -> flask.Response:
     return flask.Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
 
 
+def read_body(request: flask.Request, limit: int) -> bytes:
+    """The whole body, refused with 413 from its Content-Length before anything is read, or (chunked)
+    as soon as it passes `limit`; later parsing (multipart) works from this copy."""
+    request.max_content_length = limit + 1  # a body of limit + 1 bytes tells "over" from "exactly"
+    try:
+        body = request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        body = None
+    if body is None or len(body) > limit:
+        raise TooLarge(f"the request body is over the {limit}-byte limit")
+    return body
+
+
 def read_event(request: flask.Request) -> dict[str, Any]:
     """The JSON object a request carries, plain or as a CloudEvent (binary or structured mode)."""
-    if (request.content_length or 0) > MAX_EVENT_BYTES:
-        raise TooLarge(f"the request body is over {MAX_EVENT_BYTES} bytes")
-    body = request.get_data(cache=True)
-    if len(body) > MAX_EVENT_BYTES:
-        raise TooLarge(f"the request body is over {MAX_EVENT_BYTES} bytes")
+    body = read_body(request, MAX_EVENT_BYTES)
     if "ce-specversion" in request.headers or request.mimetype == "application/cloudevents+json":
         from cloudevents.exceptions import GenericException
         from cloudevents.http import from_http

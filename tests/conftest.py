@@ -194,11 +194,13 @@ def source() -> Iterator[str]:
 
 
 class FunctionProcess:
-    def __init__(self, part: str, env: dict[str, str]) -> None:
+    """A function served by functions-framework, as in its container; `ready` is the path polled for 200."""
+
+    def __init__(self, part: str, env: dict[str, str], ready: str = "/health") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = start_function(part, self.port, env)
-        wait_healthy(f"{self.url}/health", self.process)
+        wait_healthy(f"{self.url}{ready}", self.process)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -246,3 +248,43 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
+# ---------------------------------------------------------------- models
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> list[tuple[bytes, dict]]:
+    """Two real models (ONNX bytes, metadata without a version) trained by the training code for one
+    epoch on 20 real images, with different seeds so that their answers differ."""
+    from functions.preprocessing import Preprocessing
+    from workflows.training import TrainConfig, export_onnx, parameter_count, train
+
+    prep = Preprocessing()
+    images, labels = [], []
+    for index, label in enumerate(prep.classes):
+        for n in range(10):
+            images.append(prep.resized(Image.open(DATASET / label / f"{n:08d}.jpg")))
+            labels.append(index)
+    models = []
+    for seed in (0, 1):
+        model = train(TrainConfig(epochs=1, seed=seed), prep, images, labels, [], [], lambda *_: None)
+        metadata = {
+            "name": "dandelion-grass",
+            **prep.to_dict(),
+            "dataset_version": f"tiny-{seed}",
+            "metrics": {"test_accuracy": 0.5},
+            "num_parameters": parameter_count(model),
+            "mlflow_run_id": f"run-{seed}",
+        }
+        models.append((export_onnx(model, prep), metadata))
+    return models
+
+
+def publish_model(store_url: str, version: str, model: tuple[bytes, dict]) -> dict:
+    """Promote a tiny model as version `version` exactly as promotion does; returns the pointer."""
+    from functions.store import open_store
+    from workflows.promotion import publish
+
+    onnx_bytes, metadata = model
+    return publish(open_store(store_url), version, onnx_bytes, metadata | {"version": version})

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from functions.config import DEFAULT_PORTS, Settings
+from workflows.localstack import FUNCTION_TARGETS
 
 PLATFORM_DIR = Path("platform")
 
@@ -83,9 +84,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from functions import catalog
+    from functions.model_layout import read_champion
     from functions.store import open_store
     from workflows.localstack import serve_directory, start_function, start_mlflow, wait_healthy
-    from workflows.promotion import read_champion
 
     if args.serve_mirror:
         mirror = serve_directory(Path(args.serve_mirror))
@@ -102,9 +103,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             processes.append(start_mlflow(settings.home, settings.store_url, port))
             os.environ["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{port}"
             wait_healthy(f"http://127.0.0.1:{port}/health", processes[-1], timeout=120)
-        ingest_port = DEFAULT_PORTS["ingest-one-url"]
-        processes.append(start_function("ingest-one-url", ingest_port))
-        wait_healthy(f"http://127.0.0.1:{ingest_port}/health", processes[-1])
+        functions = {part: start_function(part, DEFAULT_PORTS[part]) for part in FUNCTION_TARGETS}
+        processes.extend(functions.values())
+        urls = {part: f"http://127.0.0.1:{DEFAULT_PORTS[part]}" for part in FUNCTION_TARGETS}
+        wait_healthy(f"{urls['ingest-one-url']}/health", functions["ingest-one-url"])
         engine = catalog.open_catalog(settings.db_url)
         print(f"seeded {catalog.seed(engine)} new catalog rows")
         summary = json.loads(run_workflow("extract-images", {}, settings) or "{}")
@@ -116,7 +118,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"train-model: {run_workflow('train-model', {}, settings)}")
         print(f"champion: {read_champion(store)}")
         print(f"MLflow: {os.environ['MLFLOW_TRACKING_URI']}")
-        print(f"ingest-one-url: http://127.0.0.1:{ingest_port}/")
+        print(f"ingest-one-url: {urls['ingest-one-url']}/")
+        wait_healthy(f"{urls['predict']}/health", functions["predict"])  # 503 until it has a model
+        print(f"predict: {urls['predict']}/predict  (curl -F file=@image.jpg {urls['predict']}/predict)")
         print(f"catalog: {settings.db_url}  store: {settings.store_url}")
         print("serving; Ctrl-C stops everything")
         stop = {signal.SIGINT, signal.SIGTERM}
@@ -144,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_up)
 
     serve = commands.add_parser("serve", help="run one part in the foreground on $PORT (or its default port)")
-    serve.add_argument("part", choices=["ingest-one-url"])
+    serve.add_argument("part", choices=sorted(FUNCTION_TARGETS))
     serve.set_defaults(func=cmd_serve)
 
     seed = commands.add_parser("seed", help="insert the 400 canonical rows into plants_data (idempotent)")

@@ -17,7 +17,7 @@ import requests
 
 import functions
 
-FUNCTION_TARGETS = {"ingest-one-url": "ingest_one_url"}
+FUNCTION_TARGETS = {"predict": "predict", "ingest-one-url": "ingest_one_url"}
 
 
 def free_port() -> int:

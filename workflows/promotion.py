@@ -11,26 +11,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from functions.errors import NotFound
+from functions.model_layout import CHAMPION_KEY, metadata_key, model_key
 from functions.store import ObjectStore
-
-MODEL_NAME = "dandelion-grass"
-CHAMPION_KEY = "models/champion.json"
-
-
-def model_key(version: str) -> str:
-    return f"models/{version}/model.onnx"
-
-
-def metadata_key(version: str) -> str:
-    return f"models/{version}/metadata.json"
-
-
-def read_champion(store: ObjectStore) -> dict[str, Any] | None:
-    try:
-        return json.loads(store.get(CHAMPION_KEY))
-    except NotFound:
-        return None
 
 
 def gate(candidate: float, champion: float | None, floor: float) -> str | None:

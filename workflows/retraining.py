@@ -20,6 +20,7 @@ from hera.workflows import DAG, CronWorkflow, Parameter, Resources, Task, Workfl
 from hera.workflows.models import TemplateRef
 from PIL import Image
 
+from functions import model_layout
 from functions.catalog import open_catalog
 from functions.config import Settings
 from functions.preprocessing import Preprocessing
@@ -172,7 +173,9 @@ def register_model(evaluated: dict[str, Any]) -> dict[str, Any]:
     import mlflow
 
     registered = mlflow.register_model(
-        evaluated["model_uri"], promotion.MODEL_NAME, tags={"dataset_version": evaluated["dataset_version"]}
+        evaluated["model_uri"],
+        model_layout.MODEL_NAME,
+        tags={"dataset_version": evaluated["dataset_version"]},
     )
     return evaluated | {"version": str(registered.version)}
 
@@ -187,9 +190,9 @@ def promote_model(registered: dict[str, Any], min_accuracy: float = 0.85) -> dic
         mlflow.artifacts.load_dict(f"runs:/{registered['run_id']}/preprocessing.json")
     )
     candidate = registered["metrics"]["test_accuracy"]
-    champion, champion_accuracy = promotion.read_champion(store), None
+    champion, champion_accuracy = model_layout.read_champion(store), None
     if champion:
-        metadata = json.loads(store.get(promotion.metadata_key(champion["version"])))
+        metadata = json.loads(store.get(model_layout.metadata_key(champion["version"])))
         champion_prep = Preprocessing.from_dict(metadata)
         test = _split(dataset.load(store, registered["dataset_version"]), "test")
         _, champion_accuracy = _accuracy(
@@ -201,12 +204,12 @@ def promote_model(registered: dict[str, Any], min_accuracy: float = 0.85) -> dic
     }
     reason = promotion.gate(candidate, champion_accuracy, min_accuracy)
     if reason:
-        client.set_model_version_tag(promotion.MODEL_NAME, version, "promotion", "rejected")
-        client.set_model_version_tag(promotion.MODEL_NAME, version, "rejection_reason", reason)
+        client.set_model_version_tag(model_layout.MODEL_NAME, version, "promotion", "rejected")
+        client.set_model_version_tag(model_layout.MODEL_NAME, version, "rejection_reason", reason)
         return result | {"promoted": False, "reason": reason}
     run = client.get_run(registered["run_id"])
     metadata = {
-        "name": promotion.MODEL_NAME,
+        "name": model_layout.MODEL_NAME,
         "version": version,
         **prep.to_dict(),
         "dataset_version": registered["dataset_version"],
@@ -217,8 +220,8 @@ def promote_model(registered: dict[str, Any], min_accuracy: float = 0.85) -> dic
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     promotion.publish(store, version, _onnx_bytes(registered["model_uri"]), metadata)
-    client.set_registered_model_alias(promotion.MODEL_NAME, "champion", version)
-    client.set_model_version_tag(promotion.MODEL_NAME, version, "promotion", "accepted")
+    client.set_registered_model_alias(model_layout.MODEL_NAME, "champion", version)
+    client.set_model_version_tag(model_layout.MODEL_NAME, version, "promotion", "accepted")
     return result | {"promoted": True, "reason": "passed the quality gate"}
 
 

@@ -2,8 +2,8 @@
 
 On Knative the predict Service is pinned by its first environment variable, DANDELION_MODEL_VERSION
 (platform/ keeps it first): a JSON Patch, guarded by a `test` of that name, replaces its value and
-Knative rolls a new revision. Without a cluster there is nothing to patch: the local predict function
-follows `models/champion.json` by itself.
+Knative rolls a new revision. Without a cluster, the local predict function (DANDELION_PREDICT_URL) is
+asked to look at `models/champion.json` now (POST /model/reload) instead of at its next poll.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 
 import requests
+
+from functions.config import Settings
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -25,10 +27,23 @@ def predict_patch(version: str) -> list[dict[str, str]]:
     ]
 
 
+def reload_local_predict(version: str) -> str:
+    url = f"{Settings.from_env().predict_url}/model/reload"
+    try:
+        response = requests.post(url, timeout=60)
+    except requests.ConnectionError:
+        return f"no predict function answers at {url}; it loads the champion when it starts"
+    response.raise_for_status()
+    serving = response.json()["version"]
+    if serving != version:
+        raise RuntimeError(f"{url} still serves model {serving}, not {version}")
+    return f"local predict function at {url} now serves model {version}"
+
+
 def roll_out_predict(version: str) -> str:
     host = os.environ.get("KUBERNETES_SERVICE_HOST")
     if not host:
-        return "no cluster: the local predict function follows models/champion.json"
+        return reload_local_predict(version)
     namespace = (SERVICE_ACCOUNT / "namespace").read_text().strip()
     port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
     response = requests.patch(

@@ -133,7 +133,9 @@ def train(
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     augment = augmentation(prep)
     y_train = np.asarray(train_labels, dtype=np.int64)
-    x_val = np.stack([prep.normalise(prep.centre_crop(image)) for image in val_images])
+    x_val = (
+        np.stack([prep.normalise(prep.centre_crop(image)) for image in val_images]) if val_images else None
+    )
     y_val = np.asarray(val_labels, dtype=np.int64)
     order = np.random.default_rng(config.seed)
     for epoch in range(config.epochs):
@@ -152,7 +154,7 @@ def train(
             seen_loss += loss.item() * len(y)
             correct += int((logits.argmax(1) == y).sum())
         metrics = {"train_loss": seen_loss / len(y_train), "train_accuracy": correct / len(y_train)}
-        if len(y_val):
+        if x_val is not None:
             metrics["val_loss"], metrics["val_accuracy"] = evaluate_loss(model, x_val, y_val, loss_fn)
         on_epoch(epoch, metrics)
     return model.cpu().eval()

@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 from functions import catalog
+from functions.model_layout import read_champion
 from functions.store import open_store
 from workflows.localstack import free_port, serve_directory, start_function, start_mlflow, wait_healthy
-from workflows.promotion import read_champion
 
 
 def dandelion(env: dict[str, str], *args: str) -> str:

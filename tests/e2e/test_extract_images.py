@@ -4,14 +4,15 @@ import json
 from pathlib import Path
 
 import pytest
+import requests
 from sqlalchemy import select
 
 from functions import catalog
 from functions.config import Settings
+from functions.model_layout import read_champion
 from functions.store import open_store
-from tests.conftest import FunctionProcess, canonical, function_env
+from tests.conftest import DATASET, FunctionProcess, canonical, function_env
 from workflows.cli import run_workflow
-from workflows.promotion import read_champion
 from workflows.runner import WorkflowFailed
 
 pytestmark = pytest.mark.e2e
@@ -89,9 +90,13 @@ def test_weekly_retrain_extracts_then_trains_from_the_template_refs(
     for url, label in SUBSET:
         catalog.record(engine, url, label, status="pending")
     function = FunctionProcess("ingest-one-url", function_env(db_url, store_url, source))
+    env = function_env(db_url, store_url, None) | {"DANDELION_HOME": str(tmp_path / "predict")}
+    predict = FunctionProcess("predict", env, ready="/v2/health/live")
     monkeypatch.setenv("DANDELION_DB_URL", db_url)
     monkeypatch.setenv("DANDELION_STORE_URL", store_url)
+    monkeypatch.setenv("DANDELION_PREDICT_URL", predict.url)
     try:
+        assert requests.get(f"{predict.url}/health").status_code == 503  # no champion yet
         settings = settings_for(db_url, store_url, function.url)
         result = json.loads(run_workflow("weekly-retrain", {"epochs": "1", "min-accuracy": "0"}, settings))
         assert catalog.counts_by_status(engine)["ingested"] == 26
@@ -99,7 +104,12 @@ def test_weekly_retrain_extracts_then_trains_from_the_template_refs(
         assert result == {
             "version": champion["version"],
             "rolled_out": True,
-            "how": "no cluster: the local predict function follows models/champion.json",
+            "how": f"local predict function at {predict.url}/model/reload now serves model "
+            f"{champion['version']}",
         }
+        image = (DATASET / "grass" / "00000003.jpg").read_bytes()
+        answer = requests.post(f"{predict.url}/predict", files={"file": ("g.jpg", image)}).json()
+        assert answer["model_version"] == champion["version"]
     finally:
+        predict.stop()
         function.stop()

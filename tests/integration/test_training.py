@@ -6,6 +6,7 @@ Small and fast on purpose: 32 real images, one epoch. Accuracy is the benchmark'
 import hashlib
 import io
 import json
+import os
 
 import mlflow
 import pytest
@@ -14,12 +15,13 @@ from PIL import Image
 from functions import catalog
 from functions.config import Settings
 from functions.ingest import Ingestor
+from functions.model_layout import CHAMPION_KEY, MODEL_NAME, read_champion
 from functions.preprocessing import Preprocessing
 from functions.runtime import OnnxClassifier
 from functions.store import FileStore, open_store
 from tests.conftest import DATASET, canonical
 from workflows.cli import run_workflow
-from workflows.promotion import CHAMPION_KEY, MODEL_NAME, read_champion
+from workflows.localstack import free_port
 from workflows.runner import WorkflowFailed
 
 pytestmark = pytest.mark.integration
@@ -38,6 +40,7 @@ def platform(request, tmp_path, source, mlflow_server, monkeypatch):
         "DANDELION_STORE_URL": store_url,
         "DANDELION_ALLOW_PRIVATE_URLS": "1",
         "DANDELION_SOURCE_MIRROR": f"{catalog.CANONICAL_PREFIX}={source}/",
+        "DANDELION_PREDICT_URL": f"http://127.0.0.1:{free_port()}",  # none: roll-out says so
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -63,7 +66,8 @@ def test_a_run_is_tracked_registered_promoted_and_exported(platform) -> None:
     assert rolled == {
         "version": rolled["version"],
         "rolled_out": True,
-        "how": "no cluster: the local predict function follows models/champion.json",
+        "how": f"no predict function answers at {os.environ['DANDELION_PREDICT_URL']}/model/reload; "
+        "it loads the champion when it starts",
     }
     client = mlflow.MlflowClient()
     version = client.get_model_version(MODEL_NAME, rolled["version"])

@@ -13,6 +13,10 @@ def test_embedded_defaults_live_under_home(tmp_path: Path) -> None:
     assert settings.ingest_url == "http://127.0.0.1:8082/"
     assert settings.allow_private_urls is False
     assert settings.max_download_bytes == 10 * 1024 * 1024
+    assert settings.predict_url == "http://127.0.0.1:8081"
+    assert settings.model_version is None
+    assert settings.max_upload_bytes == 10 * 1024 * 1024
+    assert settings.model_poll_seconds == 10.0
 
 
 def test_mirror_rewrites_only_its_prefix() -> None:
@@ -27,6 +31,9 @@ def test_mirror_rewrites_only_its_prefix() -> None:
         ({"DANDELION_SOURCE_MIRROR": "no-equals-sign"}, "PREFIX=REPLACEMENT"),
         ({"DANDELION_MAX_DOWNLOAD_BYTES": "ten"}, "whole number"),
         ({"DANDELION_MAX_DOWNLOAD_BYTES": "0"}, "must be positive"),
+        ({"DANDELION_MAX_UPLOAD_BYTES": "1.5"}, "DANDELION_MAX_UPLOAD_BYTES must be a whole number"),
+        ({"DANDELION_MODEL_POLL_SECONDS": "soon"}, "must be a number of seconds"),
+        ({"DANDELION_MODEL_POLL_SECONDS": "-1"}, "must be positive"),
     ],
 )
 def test_bad_environment_is_reported_by_name(env: dict[str, str], message: str) -> None:

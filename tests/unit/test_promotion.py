@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from functions.model_layout import CHAMPION_KEY, read_champion
 from functions.store import FileStore
-from workflows.promotion import CHAMPION_KEY, gate, publish, read_champion
+from workflows.promotion import gate, publish
 
 
 @pytest.mark.parametrize(

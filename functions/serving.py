@@ -1,0 +1,243 @@
+"""The served model's lifecycle, after KServe's `Model`: load once, a ready flag, then
+preprocess → predict → postprocess, each stage timed.
+
+A process loads the model pinned by DANDELION_MODEL_VERSION, or else the one `models/champion.json`
+points to, keeping a local copy of the files. An unpinned process re-reads the pointer at most once
+per DANDELION_MODEL_POLL_SECONDS, in the background, and swaps in a new champion by replacing one
+reference: a request holds the model it started with until it answers, so none fails during a swap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prometheus_client import Counter, Gauge, Histogram
+
+from functions.config import Settings
+from functions.errors import NotFound, Unavailable
+from functions.images import open_checked
+from functions.model_layout import metadata_key, model_key, read_champion
+from functions.preprocessing import Preprocessing
+from functions.runtime import OnnxClassifier
+from functions.store import ObjectStore, open_store
+
+STAGE_SECONDS = Histogram(
+    "dandelion_predict_stage_seconds",
+    "Time per prediction stage and request",
+    ["stage"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+PREDICTIONS = Counter(
+    "dandelion_predictions_total", "Images classified", ["model_version", "predicted_class"]
+)
+CONFIDENCE = Histogram(
+    "dandelion_prediction_confidence",
+    "Probability of the predicted class",
+    buckets=(0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+)
+LOAD_SECONDS = Histogram(
+    "dandelion_model_load_seconds",
+    "Time to fetch and load a model",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+COLD_STARTS = Counter("dandelion_cold_starts_total", "Processes that loaded their first model")
+SERVING = Gauge("dandelion_model_serving", "1 for the model version this process serves", ["model_version"])
+
+log = logging.getLogger("dandelion")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    version: str
+    metadata: dict[str, Any]
+    classifier: OnnxClassifier
+    sha256: str
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.classifier.prep.classes
+
+    def info(self) -> dict[str, Any]:
+        prep = self.classifier.prep
+        return {
+            "name": self.metadata["name"],
+            "version": self.version,
+            "classes": list(prep.classes),
+            "input_size": prep.input_size,
+            "num_parameters": int(self.metadata["num_parameters"]),
+            "metrics": self.metadata.get("metrics", {}),
+            "dataset_version": self.metadata.get("dataset_version"),
+            "mlflow_run_id": self.metadata.get("mlflow_run_id"),
+            "sha256": self.sha256,
+        }
+
+
+class ModelFiles:
+    """Models fetched from the store once into a local directory, checked against the pointer's digest."""
+
+    def __init__(self, store: ObjectStore, directory: Path) -> None:
+        self.store = store
+        self.directory = directory
+
+    def _fetch(self, version: str, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, key in (("metadata.json", metadata_key(version)), ("model.onnx", model_key(version))):
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as f:
+                f.write(self.store.get(key))
+            os.replace(tmp, folder / name)
+
+    def load(self, version: str, sha256: str | None) -> LoadedModel:
+        """The model, from the local copy when it is whole and matches `sha256` (when given)."""
+        folder = self.directory / version
+        model_file, metadata_file = folder / "model.onnx", folder / "metadata.json"
+        if not (model_file.is_file() and metadata_file.is_file()) or (
+            sha256 is not None and _sha256(model_file.read_bytes()) != sha256
+        ):
+            self._fetch(version, folder)
+        onnx_bytes = model_file.read_bytes()
+        digest = _sha256(onnx_bytes)
+        if sha256 is not None and digest != sha256:
+            raise Unavailable(f"model {version} in the store has sha256 {digest}, not the pointer's {sha256}")
+        metadata = json.loads(metadata_file.read_bytes())
+        classifier = OnnxClassifier(onnx_bytes, Preprocessing.from_dict(metadata))
+        size = classifier.prep.input_size
+        classifier.probabilities(np.zeros((1, 3, size, size), dtype=np.float32))  # warm-up
+        return LoadedModel(version, metadata, classifier, digest)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class ModelServer:
+    def __init__(self, settings: Settings, store: ObjectStore) -> None:
+        self.settings = settings
+        self.files = ModelFiles(store, settings.home / "model-cache")
+        self.store = store
+        self._model: LoadedModel | None = None
+        self._lock = threading.Lock()
+        self._next_check = 0.0
+        self._why_not_ready = "no model loaded yet"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ModelServer:
+        return cls(settings, open_store(settings.store_url))
+
+    @property
+    def pinned(self) -> bool:
+        return self.settings.model_version is not None
+
+    @property
+    def why_not_ready(self) -> str:
+        return self._why_not_ready
+
+    def _target(self) -> tuple[str, str | None] | None:
+        """The version to serve and its expected digest (None when pinned), or None without a champion."""
+        if self.settings.model_version:
+            return self.settings.model_version, None
+        pointer = read_champion(self.store)
+        return (pointer["version"], pointer["sha256"]) if pointer else None
+
+    def refresh(self, force: bool = False) -> LoadedModel | None:
+        """Load the target model if it is not the one serving (at most once per poll interval unless
+        forced); the swap is one assignment."""
+        with self._lock:
+            if not force and self._model is not None and time.monotonic() < self._next_check:
+                return self._model  # another thread has just checked
+            self._next_check = time.monotonic() + self.settings.model_poll_seconds
+            try:
+                target = self._target()
+                if target is None:
+                    self._why_not_ready = "no model has been promoted yet (models/champion.json is missing)"
+                    return self._model
+                version, sha256 = target
+                current = self._model
+                if current and current.version == version and sha256 in (None, current.sha256):
+                    return current
+                started = time.perf_counter()
+                model = self.files.load(version, sha256)
+            except NotFound:
+                self._why_not_ready = f"model {target[0]} is not in the object store"
+                return self._model
+            except Unavailable as exc:
+                self._why_not_ready = str(exc)
+                return self._model
+            LOAD_SECONDS.observe(time.perf_counter() - started)
+            if current is None:
+                COLD_STARTS.inc()
+            else:
+                SERVING.labels(current.version).set(0)
+            SERVING.labels(version).set(1)
+            log.info(
+                "model loaded",
+                extra={"fields": {"version": version, "previous": current and current.version}},
+            )
+            self._model = model
+            return model
+
+    def _refresh_in_background(self) -> None:
+        if not self._lock.locked():
+            threading.Thread(target=self._refresh_quietly, daemon=True).start()
+
+    def _refresh_quietly(self) -> None:
+        try:
+            self.refresh(force=True)  # the caller found the check due
+        except Exception:
+            log.exception("checking for a new champion failed; the current model keeps serving")
+
+    def current(self) -> LoadedModel:
+        """The model to answer with: loaded on first use; a newer champion is looked for when due."""
+        model = self._model
+        due = time.monotonic() >= self._next_check
+        if model is None:
+            if due or self._lock.locked():  # the first request loads; those arriving meanwhile wait
+                model = self.refresh()
+            if model is None:
+                raise Unavailable(self._why_not_ready)
+        elif due and not self.pinned:
+            self._next_check = time.monotonic() + self.settings.model_poll_seconds
+            self._refresh_in_background()
+        return model
+
+    def predict(self, payloads: Sequence[bytes]) -> tuple[LoadedModel, np.ndarray, float]:
+        """Probabilities (N, classes) for encoded images, with the model used and the seconds taken."""
+        model = self.current()
+        started = time.perf_counter()
+        with STAGE_SECONDS.labels("preprocess").time():
+            prep = model.classifier.prep
+            batch = np.stack([prep(open_checked(data, self.settings.max_image_pixels)) for data in payloads])
+        with STAGE_SECONDS.labels("predict").time():
+            probabilities = model.classifier.probabilities(batch)
+        with STAGE_SECONDS.labels("postprocess").time():
+            for index, confidence in zip(
+                probabilities.argmax(axis=1), probabilities.max(axis=1), strict=True
+            ):
+                PREDICTIONS.labels(model.version, model.classes[index]).inc()
+                CONFIDENCE.observe(confidence)
+        return model, probabilities, time.perf_counter() - started
+
+
+def describe(model: LoadedModel, probabilities: np.ndarray, seconds: float) -> list[dict[str, Any]]:
+    """The /predict answer for each image."""
+    return [
+        {
+            "predicted_class": model.classes[int(row.argmax())],
+            "confidence": float(row.max()),
+            "probabilities": dict(zip(model.classes, map(float, row), strict=True)),
+            "model_version": model.version,
+            "prediction_time": seconds,
+        }
+        for row in probabilities
+    ]
