@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 SHARED ?= ../shared
 MIRROR_DIR ?= $(SHARED)/datasets/greenr
 
-.PHONY: install up test test-fast lint format render bench bench-ingest bench-train clean
+.PHONY: install up test test-fast lint format render bench bench-ingest bench-train bench-predict loadtest clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,13 +40,26 @@ render: install
 	$(BIN)/dandelion render
 
 # Speed and accuracy are measured here, not in tests; the README reports the figures.
-bench: bench-ingest bench-train
+bench: bench-ingest bench-train bench-predict
 
 bench-ingest: install
 	$(BIN)/python -m tests.bench.ingest --mirror $(MIRROR_DIR)
 
 bench-train: install
 	$(BIN)/python -m tests.bench.train --mirror $(MIRROR_DIR)
+
+bench-predict: install
+	$(BIN)/python -m tests.bench.predict
+
+# Locust against the running local stack (`make up` in another terminal): bounded, fails on any failure.
+PREDICT_URL ?= http://127.0.0.1:8081
+LOADTEST_USERS ?= 8
+LOADTEST_TIME ?= 30s
+loadtest: install
+	@$(BIN)/python -c "import requests, sys; requests.get('$(PREDICT_URL)/health', timeout=5).raise_for_status()" \
+		2>/dev/null || { echo "predict is not serving at $(PREDICT_URL): start it with 'make up'"; exit 1; }
+	$(BIN)/locust -f tests/load/locustfile.py --headless --host $(PREDICT_URL) \
+		--users $(LOADTEST_USERS) --spawn-rate $(LOADTEST_USERS) --run-time $(LOADTEST_TIME) --only-summary
 
 clean:
 	rm -rf $(VENV) .dandelion .pytest_cache .ruff_cache

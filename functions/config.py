@@ -29,6 +29,7 @@ class Settings:
     model_version: str | None = None
     max_upload_bytes: int = 10 * MiB
     model_poll_seconds: float = 10.0
+    inference_threads: int = 2
     max_download_bytes: int = 10 * MiB
     max_image_pixels: int = 40_000_000
     connect_timeout: float = 5.0
@@ -52,6 +53,7 @@ class Settings:
             model_version=env.get("DANDELION_MODEL_VERSION") or None,
             max_upload_bytes=_positive_int(env, "DANDELION_MAX_UPLOAD_BYTES", 10 * MiB),
             model_poll_seconds=_positive_float(env, "DANDELION_MODEL_POLL_SECONDS", 10.0),
+            inference_threads=_positive_int(env, "DANDELION_INFERENCE_THREADS", 2),
             max_download_bytes=_positive_int(env, "DANDELION_MAX_DOWNLOAD_BYTES", 10 * MiB),
             max_image_pixels=_positive_int(env, "DANDELION_MAX_IMAGE_PIXELS", 40_000_000),
         )

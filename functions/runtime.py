@@ -6,7 +6,6 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-import onnxruntime as ort
 from PIL import Image
 
 from functions.preprocessing import Preprocessing
@@ -16,10 +15,18 @@ class OnnxClassifier:
     """One loaded model: ONNX bytes plus the preprocessing saved with it."""
 
     def __init__(self, onnx_bytes: bytes, prep: Preprocessing, threads: int | None = None) -> None:
+        # Imported here, not at module level: functions-framework's gunicorn imports the function
+        # before it forks its worker, and onnxruntime initialised in the parent aborts the worker
+        # at exit ("terminate called after throwing an instance of 'std::system_error'").
+        import onnxruntime as ort
+
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle intra-op threads sleep instead of spinning: on two cores, a spinning thread takes the
+        # CPU that another request's decoding needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.prep = prep

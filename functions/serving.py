@@ -86,9 +86,10 @@ class LoadedModel:
 class ModelFiles:
     """Models fetched from the store once into a local directory, checked against the pointer's digest."""
 
-    def __init__(self, store: ObjectStore, directory: Path) -> None:
+    def __init__(self, store: ObjectStore, directory: Path, threads: int) -> None:
         self.store = store
         self.directory = directory
+        self.threads = threads  # onnxruntime intra-op threads per inference (DANDELION_INFERENCE_THREADS)
 
     def _fetch(self, version: str, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -111,7 +112,7 @@ class ModelFiles:
         if sha256 is not None and digest != sha256:
             raise Unavailable(f"model {version} in the store has sha256 {digest}, not the pointer's {sha256}")
         metadata = json.loads(metadata_file.read_bytes())
-        classifier = OnnxClassifier(onnx_bytes, Preprocessing.from_dict(metadata))
+        classifier = OnnxClassifier(onnx_bytes, Preprocessing.from_dict(metadata), self.threads)
         size = classifier.prep.input_size
         classifier.probabilities(np.zeros((1, 3, size, size), dtype=np.float32))  # warm-up
         return LoadedModel(version, metadata, classifier, digest)
@@ -124,7 +125,7 @@ def _sha256(data: bytes) -> str:
 class ModelServer:
     def __init__(self, settings: Settings, store: ObjectStore) -> None:
         self.settings = settings
-        self.files = ModelFiles(store, settings.home / "model-cache")
+        self.files = ModelFiles(store, settings.home / "model-cache", settings.inference_threads)
         self.store = store
         self._model: LoadedModel | None = None
         self._lock = threading.Lock()

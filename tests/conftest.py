@@ -17,11 +17,9 @@ import pytest
 from PIL import Image
 
 from functions.catalog import CANONICAL_PREFIX
+from tests.support import DATASET, train_tiny_model
 from workflows.localstack import free_port, start_function, wait_healthy
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-DATASET = SHARED / "datasets" / "greenr"
 MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 
 
@@ -255,36 +253,5 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def tiny_models() -> list[tuple[bytes, dict]]:
-    """Two real models (ONNX bytes, metadata without a version) trained by the training code for one
-    epoch on 20 real images, with different seeds so that their answers differ."""
-    from functions.preprocessing import Preprocessing
-    from workflows.training import TrainConfig, export_onnx, parameter_count, train
-
-    prep = Preprocessing()
-    images, labels = [], []
-    for index, label in enumerate(prep.classes):
-        for n in range(10):
-            images.append(prep.resized(Image.open(DATASET / label / f"{n:08d}.jpg")))
-            labels.append(index)
-    models = []
-    for seed in (0, 1):
-        model = train(TrainConfig(epochs=1, seed=seed), prep, images, labels, [], [], lambda *_: None)
-        metadata = {
-            "name": "dandelion-grass",
-            **prep.to_dict(),
-            "dataset_version": f"tiny-{seed}",
-            "metrics": {"test_accuracy": 0.5},
-            "num_parameters": parameter_count(model),
-            "mlflow_run_id": f"run-{seed}",
-        }
-        models.append((export_onnx(model, prep), metadata))
-    return models
-
-
-def publish_model(store_url: str, version: str, model: tuple[bytes, dict]) -> dict:
-    """Promote a tiny model as version `version` exactly as promotion does; returns the pointer."""
-    from functions.store import open_store
-    from workflows.promotion import publish
-
-    onnx_bytes, metadata = model
-    return publish(open_store(store_url), version, onnx_bytes, metadata | {"version": version})
+    """Two real models, with different seeds so that their answers differ (see tests.support)."""
+    return [train_tiny_model(seed) for seed in (0, 1)]

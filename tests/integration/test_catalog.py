@@ -5,7 +5,8 @@ import pytest
 from sqlalchemy import func, select
 
 from functions import catalog
-from tests.conftest import MYSQL, ROOT, canonical
+from tests.conftest import MYSQL, canonical
+from tests.support import ROOT
 
 pytestmark = pytest.mark.integration
 

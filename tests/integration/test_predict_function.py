@@ -16,7 +16,8 @@ from PIL import Image
 
 from functions.preprocessing import Preprocessing
 from functions.runtime import OnnxClassifier
-from tests.conftest import DATASET, FunctionProcess, publish_model
+from tests.conftest import DATASET, FunctionProcess
+from tests.support import publish_model
 from workflows.rollout import roll_out_predict
 
 pytestmark = pytest.mark.integration

@@ -17,6 +17,7 @@ def test_embedded_defaults_live_under_home(tmp_path: Path) -> None:
     assert settings.model_version is None
     assert settings.max_upload_bytes == 10 * 1024 * 1024
     assert settings.model_poll_seconds == 10.0
+    assert settings.inference_threads == 2
 
 
 def test_mirror_rewrites_only_its_prefix() -> None:

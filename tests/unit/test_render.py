@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.conftest import ROOT, SHARED
+from tests.support import ROOT, SHARED
 from workflows.definitions import manifests, rendered_files
 
 KUBECONFORM = SHARED / "schemas" / "kubeconform"

@@ -1,0 +1,244 @@
+"""Benchmark `predict`: cold start, warm latency and throughput, memory, and the serving install size.
+
+Method, all in one run on this machine:
+- The model: the default architecture (what `train-model` serves), trained for one epoch by the
+  training code (speed does not depend on accuracy), promoted into a temporary file:// store.
+- Images: 20 dataset images re-encoded as 400x300 JPEGs (quality 90), sent as multipart `file`.
+- Cold start: a fresh process (`functions-framework --target predict`, as in the container) with an
+  empty model cache, timed from process start to the first 200 from POST /predict (polling), median
+  of 7.
+- Warm: one process, 100 requests of warm-up, then 1 client sending 1000 sequential requests (p50,
+  p99 of the client-side latency), then 8 clients (threads with keep-alive connections) for 15 s
+  (throughput). The clients are plain `http.client` connections in this process, on the same 2 cores.
+- In-process limit: decode + preprocess + inference of the same images in a tight loop in this
+  process for 10 s, with one and with two onnxruntime intra-op threads; the better rate is the
+  limit, and the 8-client throughput is reported as a share of it.
+- Memory: resident set size of the warm function's processes (gunicorn's arbiter and its worker).
+- Install: a fresh virtual environment with `pip install .[serving]`; the size of its
+  site-packages, and that importing the predict function there loads no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from PIL import Image
+
+from functions.images import open_checked
+from functions.preprocessing import Preprocessing
+from functions.runtime import OnnxClassifier
+from tests.support import DATASET, ROOT, publish_model, train_tiny_model
+from workflows.localstack import free_port, start_function
+
+MiB = 1024 * 1024
+
+
+def jpegs(count: int = 20) -> list[bytes]:
+    paths = sorted(DATASET.glob("*/*.jpg"))[:: 400 // count][:count]
+    out = []
+    for path in paths:
+        buffer = io.BytesIO()
+        Image.open(path).convert("RGB").resize((400, 300)).save(buffer, format="JPEG", quality=90)
+        out.append(buffer.getvalue())
+    return out
+
+
+def multipart(image: bytes) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="i.jpg"\r\n'
+            f"Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + image
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+class Client:
+    """One keep-alive connection posting prepared bodies to /predict."""
+
+    def __init__(self, port: int, bodies: list[tuple[bytes, str]]) -> None:
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.bodies = bodies
+
+    def post(self, n: int) -> int:
+        body, content_type = self.bodies[n % len(self.bodies)]
+        self.connection.request("POST", "/predict", body, {"Content-Type": content_type})
+        response = self.connection.getresponse()
+        response.read()
+        return response.status
+
+
+def cold_start(env: dict[str, str], body: tuple[bytes, str]) -> float:
+    port = free_port()
+    env = env | {"DANDELION_HOME": tempfile.mkdtemp()}  # an empty model cache, as in a new pod
+    started = time.perf_counter()
+    process = start_function("predict", port, env)
+    try:
+        while True:
+            try:
+                if Client(port, [body]).post(0) == 200:
+                    return time.perf_counter() - started
+            except ConnectionError:
+                time.sleep(0.002)
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def warm(env: dict[str, str], bodies: list[tuple[bytes, str]]) -> dict:
+    port = free_port()
+    process = start_function("predict", port, env | {"DANDELION_HOME": tempfile.mkdtemp()})
+    try:
+        client = Client(port, bodies)
+        while True:
+            try:
+                if client.post(0) == 200:
+                    break
+            except ConnectionError:
+                client = Client(port, bodies)
+                time.sleep(0.05)
+        for n in range(100):
+            assert client.post(n) == 200
+        latencies = []
+        for n in range(1000):
+            started = time.perf_counter()
+            assert client.post(n) == 200
+            latencies.append(time.perf_counter() - started)
+        counts, failures, stop = [0] * 8, [0], threading.Event()
+
+        def hammer(index: int) -> None:
+            own = Client(port, bodies)
+            while not stop.is_set():
+                if own.post(counts[index] + index) == 200:
+                    counts[index] += 1
+                else:
+                    failures[0] += 1
+
+        threads = [threading.Thread(target=hammer, args=(i,)) for i in range(8)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        time.sleep(15)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - started
+        worker = children(process.pid)
+        memory = {"arbiter": rss_mib(process.pid), "worker": sum(rss_mib(pid) for pid in worker)}
+    finally:
+        process.terminate()
+        process.wait()
+    latencies.sort()
+    return {
+        "p50_ms_1_client": round(1000 * latencies[len(latencies) // 2], 2),
+        "p99_ms_1_client": round(1000 * latencies[int(len(latencies) * 0.99)], 2),
+        "throughput_1_client_per_s": round(len(latencies) / sum(latencies), 1),
+        "throughput_8_clients_per_s": round(sum(counts) / elapsed, 1),
+        "failed_requests_8_clients": failures[0],
+        "rss_mib": {k: round(v, 1) for k, v in memory.items()} | {"total": round(sum(memory.values()), 1)},
+    }
+
+
+def in_process_rate(
+    model: tuple[bytes, dict], images: list[bytes], threads: int, seconds: float = 10
+) -> float:
+    onnx_bytes, metadata = model
+    classifier = OnnxClassifier(onnx_bytes, Preprocessing.from_dict(metadata), threads)
+    done, deadline = 0, time.perf_counter() + seconds
+    started = time.perf_counter()
+    while time.perf_counter() < deadline:
+        image = open_checked(images[done % len(images)], 40_000_000)
+        classifier.probabilities(classifier.prep(image)[None])
+        done += 1
+    return done / (time.perf_counter() - started)
+
+
+def serving_install() -> dict:
+    with tempfile.TemporaryDirectory() as venv:
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+        python = f"{venv}/bin/python"
+        subprocess.run(
+            [python, "-m", "pip", "install", "--quiet", f"{ROOT}[serving]"], check=True, capture_output=True
+        )
+        site = subprocess.run(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        size = sum(f.stat().st_size for f in Path(site).rglob("*") if f.is_file())
+        probe = "import sys, time; t = time.perf_counter(); import functions.predict; "
+        probe += "print(time.perf_counter() - t, 'torch' in sys.modules)"
+        out = subprocess.run([python, "-c", probe], check=True, capture_output=True, text=True, cwd=venv)
+        seconds, torch_loaded = out.stdout.split()
+    return {
+        "site_packages_mib": round(size / MiB, 1),
+        "import_predict_s": round(float(seconds), 3),
+        "torch_imported": torch_loaded == "True",
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-install", action="store_true", help="skip measuring the serving install")
+    args = parser.parse_args()
+    model = train_tiny_model(seed=0, per_class=20)
+    images = jpegs()
+    bodies = [multipart(image) for image in images]
+    with tempfile.TemporaryDirectory() as store:
+        store_url = Path(store).as_uri()
+        publish_model(store_url, "1", model)
+        env = dict(os.environ, DANDELION_STORE_URL=store_url)
+        colds = [cold_start(env, bodies[0]) for _ in range(7)]
+        served = warm(env, bodies)
+    rates = {threads: in_process_rate(model, images, threads) for threads in (1, 2)}
+    limit = max(rates.values())
+    result = {
+        "benchmark": "predict",
+        "cold_start_s": {"median": round(statistics.median(colds), 3), "all": [round(c, 3) for c in colds]},
+        **served,
+        "in_process_per_s_by_onnxruntime_threads": {k: round(v, 1) for k, v in rates.items()},
+        "in_process_limit_per_s": round(limit, 1),
+        "throughput_8_clients_share_of_limit": round(served["throughput_8_clients_per_s"] / limit, 2),
+    }
+    if not args.skip_install:
+        result["serving_install"] = serving_install()
+    result["targets_met"] = (
+        result["cold_start_s"]["median"] < 1.0
+        and result["p50_ms_1_client"] < 10
+        and result["throughput_8_clients_share_of_limit"] >= 0.7
+        and result["rss_mib"]["worker"] < 200
+        and result["failed_requests_8_clients"] == 0
+    )
+    print(json.dumps(result, indent=2))
+    return 0 if result["targets_met"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

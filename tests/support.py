@@ -1,0 +1,45 @@
+"""Shared by tests and benchmarks: where things are, and small real models (the training code, one
+epoch, a few real images)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+from functions.preprocessing import Preprocessing
+from functions.store import open_store
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+DATASET = SHARED / "datasets" / "greenr"
+
+
+def train_tiny_model(seed: int, per_class: int = 10) -> tuple[bytes, dict]:
+    """ONNX bytes and metadata (without a version) of the default architecture trained for one epoch."""
+    from workflows.training import TrainConfig, export_onnx, parameter_count, train
+
+    prep = Preprocessing()
+    images, labels = [], []
+    for index, label in enumerate(prep.classes):
+        for n in range(per_class):
+            images.append(prep.resized(Image.open(DATASET / label / f"{n:08d}.jpg")))
+            labels.append(index)
+    model = train(TrainConfig(epochs=1, seed=seed), prep, images, labels, [], [], lambda *_: None)
+    metadata = {
+        "name": "dandelion-grass",
+        **prep.to_dict(),
+        "dataset_version": f"tiny-{seed}",
+        "metrics": {"test_accuracy": 0.5},
+        "num_parameters": parameter_count(model),
+        "mlflow_run_id": f"run-{seed}",
+    }
+    return export_onnx(model, prep), metadata
+
+
+def publish_model(store_url: str, version: str, model: tuple[bytes, dict]) -> dict:
+    """Promote a tiny model as `version` exactly as promotion does; returns the pointer."""
+    from workflows.promotion import publish
+
+    onnx_bytes, metadata = model
+    return publish(open_store(store_url), version, onnx_bytes, metadata | {"version": version})
