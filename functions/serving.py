@@ -140,10 +140,6 @@ class ModelServer:
     def pinned(self) -> bool:
         return self.settings.model_version is not None
 
-    @property
-    def why_not_ready(self) -> str:
-        return self._why_not_ready
-
     def _target(self) -> tuple[str, str | None] | None:
         """The version to serve and its expected digest (None when pinned), or None without a champion."""
         if self.settings.model_version:
