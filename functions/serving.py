@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -30,7 +28,7 @@ from functions.images import open_checked
 from functions.model_layout import metadata_key, model_key, read_champion
 from functions.preprocessing import Preprocessing
 from functions.runtime import OnnxClassifier
-from functions.store import ObjectStore, open_store
+from functions.store import FileStore, ObjectStore, open_store
 
 STAGE_SECONDS = Histogram(
     "dandelion_predict_stage_seconds",
@@ -84,34 +82,31 @@ class LoadedModel:
 
 
 class ModelFiles:
-    """Models fetched from the store once into a local directory, checked against the pointer's digest."""
+    """Models fetched from the store once into a local FileStore (same keys), checked against the
+    pointer's digest."""
 
     def __init__(self, store: ObjectStore, directory: Path, threads: int) -> None:
         self.store = store
-        self.directory = directory
+        self.cache = FileStore(directory)
         self.threads = threads  # onnxruntime intra-op threads per inference (DANDELION_INFERENCE_THREADS)
 
-    def _fetch(self, version: str, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, key in (("metadata.json", metadata_key(version)), ("model.onnx", model_key(version))):
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-            with os.fdopen(fd, "wb") as f:
-                f.write(self.store.get(key))
-            os.replace(tmp, folder / name)
+    def _get(self, key: str, refetch: bool) -> bytes:
+        if not refetch and self.cache.exists(key):
+            return self.cache.get(key)
+        data = self.store.get(key)
+        self.cache.put(key, data)
+        return data
 
     def load(self, version: str, sha256: str | None) -> LoadedModel:
-        """The model, from the local copy when it is whole and matches `sha256` (when given)."""
-        folder = self.directory / version
-        model_file, metadata_file = folder / "model.onnx", folder / "metadata.json"
-        if not (model_file.is_file() and metadata_file.is_file()) or (
-            sha256 is not None and _sha256(model_file.read_bytes()) != sha256
-        ):
-            self._fetch(version, folder)
-        onnx_bytes = model_file.read_bytes()
+        """The model, from the local copy unless it is missing or does not match `sha256` (when given)."""
+        onnx_bytes = self._get(model_key(version), refetch=False)
+        stale = sha256 is not None and _sha256(onnx_bytes) != sha256
+        if stale:
+            onnx_bytes = self._get(model_key(version), refetch=True)
         digest = _sha256(onnx_bytes)
         if sha256 is not None and digest != sha256:
             raise Unavailable(f"model {version} in the store has sha256 {digest}, not the pointer's {sha256}")
-        metadata = json.loads(metadata_file.read_bytes())
+        metadata = json.loads(self._get(metadata_key(version), refetch=stale))
         classifier = OnnxClassifier(onnx_bytes, Preprocessing.from_dict(metadata), self.threads)
         size = classifier.prep.input_size
         classifier.probabilities(np.zeros((1, 3, size, size), dtype=np.float32))  # warm-up

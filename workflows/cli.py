@@ -103,10 +103,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             processes.append(start_mlflow(settings.home, settings.store_url, port))
             os.environ["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{port}"
             wait_healthy(f"http://127.0.0.1:{port}/health", processes[-1], timeout=120)
-        functions = {part: start_function(part, DEFAULT_PORTS[part]) for part in FUNCTION_TARGETS}
-        processes.extend(functions.values())
+        started = {part: start_function(part, DEFAULT_PORTS[part]) for part in FUNCTION_TARGETS}
+        processes.extend(started.values())
         urls = {part: f"http://127.0.0.1:{DEFAULT_PORTS[part]}" for part in FUNCTION_TARGETS}
-        wait_healthy(f"{urls['ingest-one-url']}/health", functions["ingest-one-url"])
+        wait_healthy(f"{urls['ingest-one-url']}/health", started["ingest-one-url"])
         engine = catalog.open_catalog(settings.db_url)
         print(f"seeded {catalog.seed(engine)} new catalog rows")
         summary = json.loads(run_workflow("extract-images", {}, settings) or "{}")
@@ -119,7 +119,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"champion: {read_champion(store)}")
         print(f"MLflow: {os.environ['MLFLOW_TRACKING_URI']}")
         print(f"ingest-one-url: {urls['ingest-one-url']}/")
-        wait_healthy(f"{urls['predict']}/health", functions["predict"])  # 503 until it has a model
+        wait_healthy(f"{urls['predict']}/health", started["predict"])  # 503 until it has a model
         print(f"predict: {urls['predict']}/predict  (curl -F file=@image.jpg {urls['predict']}/predict)")
         print(f"catalog: {settings.db_url}  store: {settings.store_url}")
         print("serving; Ctrl-C stops everything")

@@ -14,8 +14,11 @@ import requests
 import tritonclient.http as triton
 from PIL import Image
 
+from functions.errors import Unavailable
 from functions.preprocessing import Preprocessing
 from functions.runtime import OnnxClassifier
+from functions.serving import ModelFiles
+from functions.store import open_store
 from tests.conftest import DATASET, FunctionProcess
 from tests.support import publish_model
 from workflows.rollout import roll_out_predict
@@ -353,14 +356,13 @@ def test_a_pinned_version_ignores_the_champion_and_is_cached(tmp_path, tiny_mode
     publish_model(store_url, "2", tiny_models[1])
     env = predict_env(tmp_path, store_url, DANDELION_MODEL_VERSION="1", DANDELION_MODEL_POLL_SECONDS="0.1")
     function = FunctionProcess("predict", env)
+    pinned = {"status": "healthy", "model_loaded": True, "model_version": "1", "pinned": True}
     try:
+        assert requests.get(f"{function.url}/health").json() == pinned
+        time.sleep(0.3)  # several poll intervals: an unpinned process would now look at the champion
+        requests.get(f"{function.url}/health")
         time.sleep(0.3)
-        assert requests.get(f"{function.url}/health").json() == {
-            "status": "healthy",
-            "model_loaded": True,
-            "model_version": "1",
-            "pinned": True,
-        }
+        assert requests.get(f"{function.url}/health").json() == pinned
     finally:
         function.stop()
     (tmp_path / "objects" / "models" / "1" / "model.onnx").unlink()  # only the local copy is left
@@ -394,3 +396,15 @@ def test_local_roll_out_makes_the_running_function_serve_the_new_champion(
     assert roll_out_predict("2") == (
         f"no predict function answers at {function.url}/model/reload; it loads the champion when it starts"
     )
+
+
+def test_a_stale_local_copy_is_fetched_again_and_a_wrong_digest_refused(tmp_path, tiny_models) -> None:
+    store_url = (tmp_path / "objects").as_uri()
+    first = publish_model(store_url, "1", tiny_models[0])
+    files = ModelFiles(open_store(store_url), tmp_path / "cache", threads=1)
+    assert files.load("1", first["sha256"]).metadata["dataset_version"] == "tiny-0"
+    second = publish_model(store_url, "1", tiny_models[1])  # version 1 again, as after a registry reset
+    reloaded = files.load("1", second["sha256"])
+    assert (reloaded.sha256, reloaded.metadata["dataset_version"]) == (second["sha256"], "tiny-1")
+    with pytest.raises(Unavailable, match="not the pointer's"):
+        files.load("1", "0" * 64)
