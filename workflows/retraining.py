@@ -81,7 +81,7 @@ def train_model(snapshot: dict[str, Any], epochs: int = 60, seed: int = 0) -> di
     import onnx
     import pandas as pd
 
-    from workflows.training import TrainConfig, export_onnx, parameter_count, train
+    from workflows.training import TrainConfig, compute_dtype, export_onnx, parameter_count, train
 
     store, version = _store(), snapshot["dataset_version"]
     examples, prep, config = (
@@ -95,7 +95,11 @@ def train_model(snapshot: dict[str, Any], epochs: int = 60, seed: int = 0) -> di
     with mlflow.start_run(tags={"dataset_version": version, "code_version": code_version()}) as run:
         mlflow.log_params(config.to_dict() | {f"prep_{k}": v for k, v in prep.to_dict().items()})
         mlflow.log_params(
-            {"dataset_version": version, **{f"images_{k}": v for k, v in snapshot["images"].items()}}
+            {
+                "dataset_version": version,
+                "compute_dtype": str(compute_dtype(config.precision)).removeprefix("torch."),
+                **{f"images_{k}": v for k, v in snapshot["images"].items()},
+            }
         )
         frame = pd.DataFrame([e.__dict__ for e in examples])
         mlflow.log_input(

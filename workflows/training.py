@@ -19,6 +19,8 @@ from torchvision.transforms import v2
 
 from functions.preprocessing import Preprocessing
 
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -29,8 +31,13 @@ class TrainConfig:
     label_smoothing: float = 0.1
     width: int = 32
     seed: int = 0
+    precision: str = "auto"  # "auto", "float32" or "bfloat16"
 
-    def to_dict(self) -> dict[str, float | int]:
+    def __post_init__(self) -> None:
+        if self.precision not in ("auto", *PRECISIONS):
+            raise ValueError(f"precision must be auto or one of {sorted(PRECISIONS)}, not {self.precision!r}")
+
+    def to_dict(self) -> dict[str, float | int | str]:
         return asdict(self)
 
 
@@ -81,6 +88,18 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def compute_dtype(precision: str) -> torch.dtype:
+    """bfloat16 only where the hardware computes it natively (CUDA, or a CPU with AVX512-BF16 or AMX): there
+    it more than halves the training time; elsewhere it would be emulated and gain nothing."""
+    if precision != "auto":
+        return PRECISIONS[precision]
+    if torch.cuda.is_available():
+        native = torch.cuda.is_bf16_supported()
+    else:
+        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return torch.bfloat16 if native else torch.float32
+
+
 def augmentation(prep: Preprocessing) -> Callable[[Image.Image], Image.Image]:
     """Random crops, flips and mild colour changes; hue barely moves: yellow against green is the signal."""
     return v2.Compose(
@@ -124,7 +143,8 @@ def train(
 ) -> DandelionNet:
     """Train from scratch; `train_images` are already `prep.resized`. Reports metrics after each epoch."""
     seed_everything(config.seed)
-    model = DandelionNet(len(prep.classes), config.width).to(device())
+    model = DandelionNet(len(prep.classes), config.width).to(device(), memory_format=torch.channels_last)
+    dtype = compute_dtype(config.precision)
     optimiser = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
@@ -144,9 +164,10 @@ def train(
         x_epoch = np.stack([prep.normalise(augment(train_images[i])) for i in permutation])
         seen_loss, correct = 0.0, 0
         for x, y in batches(x_epoch, y_train[permutation], config.batch_size):
-            x, y = x.to(device()), y.to(device())
-            logits = model(x)
-            loss = loss_fn(logits, y)
+            x, y = x.to(device(), memory_format=torch.channels_last), y.to(device())
+            with torch.autocast(device().type, dtype=dtype, enabled=dtype != torch.float32):
+                logits = model(x)
+                loss = loss_fn(logits, y)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -157,7 +178,7 @@ def train(
         if x_val is not None:
             metrics["val_loss"], metrics["val_accuracy"] = evaluate_loss(model, x_val, y_val, loss_fn)
         on_epoch(epoch, metrics)
-    return model.cpu().eval()
+    return model.cpu().to(memory_format=torch.contiguous_format).eval()
 
 
 def export_onnx(model: nn.Module, prep: Preprocessing) -> bytes:

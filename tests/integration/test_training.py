@@ -86,6 +86,8 @@ def test_a_run_is_tracked_registered_promoted_and_exported(platform) -> None:
     } <= set(run.data.metrics)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [0]
     assert run.data.params["epochs"] == "1"
+    assert run.data.params["precision"] == "auto"
+    assert run.data.params["compute_dtype"] in ("float32", "bfloat16")
     dataset_version = run.data.tags["dataset_version"]
     assert run.inputs.dataset_inputs[0].dataset.name == f"greenr-{dataset_version}"
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {

@@ -1,0 +1,31 @@
+"""Whatever precision training computes in, the exported ONNX model is the trained float32 model."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from functions.preprocessing import Preprocessing
+from functions.runtime import OnnxClassifier
+from tests.conftest import DATASET
+from workflows.training import TrainConfig, export_onnx, train
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_the_onnx_export_computes_what_the_trained_model_computes(precision: str) -> None:
+    prep = Preprocessing()
+    images = [Image.open(DATASET / label / f"{n:08d}.jpg") for label in prep.classes for n in range(4)]
+    resized = [prep.resized(image) for image in images]
+    config = TrainConfig(epochs=1, batch_size=4, seed=0, precision=precision)
+    model = train(config, prep, resized, [0] * 4 + [1] * 4, [], [], lambda *_: None)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    batch = np.stack([prep(image) for image in images])
+    with torch.no_grad():
+        expected = torch.softmax(model(torch.from_numpy(batch)), 1).numpy()
+    served = OnnxClassifier(export_onnx(model, prep), prep).probabilities(batch)
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+
+
+def test_an_unknown_precision_is_refused() -> None:
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="float16")
