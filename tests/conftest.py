@@ -117,7 +117,7 @@ def _jpeg(size: tuple[int, int] = (64, 48)) -> bytes:
     return out.getvalue()
 
 
-def _bomb() -> bytes:
+def bomb_png() -> bytes:
     """A small PNG whose header claims 12000 x 12000 pixels (144 M): refused before decoding."""
     out = io.BytesIO()
     Image.new("1", (12000, 12000)).save(out, format="PNG", optimize=True)
@@ -178,7 +178,7 @@ def source() -> Iterator[str]:
         "/hostile/page.jpg": ("image/jpeg", b"<!doctype html><html><body>Not found</body></html>"),
         "/hostile/truncated.jpg": ("image/jpeg", real[: len(real) // 2]),
         "/hostile/corrupt.jpg": ("image/jpeg", real[:200] + bytes(range(256)) * 40),
-        "/hostile/bomb.png": ("image/png", _bomb()),
+        "/hostile/bomb.png": ("image/png", bomb_png()),
         "/hostile/picture.png": ("image/png", png.getvalue()),
         "/hostile/tiny.jpg": ("image/jpeg", _jpeg((10, 10))),
     }

@@ -3,10 +3,12 @@ epoch, a few real images)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from PIL import Image
 
+from functions.catalog import CANONICAL_PREFIX
 from functions.preprocessing import Preprocessing
 from functions.store import open_store
 
@@ -15,16 +17,33 @@ SHARED = ROOT.parent / "shared"
 DATASET = SHARED / "datasets" / "greenr"
 
 
-def train_tiny_model(seed: int, per_class: int = 10) -> tuple[bytes, dict]:
-    """ONNX bytes and metadata (without a version) of the default architecture trained for one epoch."""
-    from workflows.training import TrainConfig, export_onnx, parameter_count, train
+def mirrored_env(home: Path, mirror_port: int, ingest_port: int) -> dict[str, str]:
+    """The environment of a local stack on a fresh `home` whose source URLs come from a loopback mirror."""
+    return dict(
+        os.environ,
+        DANDELION_HOME=str(home),
+        DANDELION_SOURCE_MIRROR=f"{CANONICAL_PREFIX}=http://127.0.0.1:{mirror_port}/",
+        DANDELION_ALLOW_PRIVATE_URLS="1",
+        DANDELION_INGEST_URL=f"http://127.0.0.1:{ingest_port}/",
+    )
 
-    prep = Preprocessing()
+
+def tiny_training_set(prep: Preprocessing, per_class: int) -> tuple[list[Image.Image], list[int]]:
+    """The first `per_class` dataset photos of each class, resized as training loads them, and labels."""
     images, labels = [], []
     for index, label in enumerate(prep.classes):
         for n in range(per_class):
             images.append(prep.resized(Image.open(DATASET / label / f"{n:08d}.jpg")))
             labels.append(index)
+    return images, labels
+
+
+def train_tiny_model(seed: int, per_class: int = 10) -> tuple[bytes, dict]:
+    """ONNX bytes and metadata (without a version) of the default architecture trained for one epoch."""
+    from workflows.training import TrainConfig, export_onnx, parameter_count, train
+
+    prep = Preprocessing()
+    images, labels = tiny_training_set(prep, per_class)
     model = train(TrainConfig(epochs=1, seed=seed), prep, images, labels, [], [], lambda *_: None)
     metadata = {
         "name": "dandelion-grass",

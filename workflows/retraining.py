@@ -153,11 +153,7 @@ def evaluate_model(trained: dict[str, Any]) -> dict[str, Any]:
 
     from workflows.evaluation import confusion, confusion_figure, metrics
 
-    client = mlflow.MlflowClient()
-    prep = Preprocessing.from_dict(
-        mlflow.artifacts.load_dict(f"runs:/{trained['run_id']}/preprocessing.json")
-    )
-    store = _store()
+    client, prep, store = mlflow.MlflowClient(), _preprocessing(trained["run_id"]), _store()
     images, labels = _images(store, _split(dataset.load(store, trained["dataset_version"]), "test"), prep)
     predictions, _ = _accuracy(_onnx_bytes(trained["model_uri"]), prep, images, labels)
     results = metrics(labels, predictions, prep.classes)
@@ -190,9 +186,7 @@ def promote_model(registered: dict[str, Any], min_accuracy: float = 0.85) -> dic
     import mlflow
 
     client, store, version = mlflow.MlflowClient(), _store(), registered["version"]
-    prep = Preprocessing.from_dict(
-        mlflow.artifacts.load_dict(f"runs:/{registered['run_id']}/preprocessing.json")
-    )
+    prep = _preprocessing(registered["run_id"])
     candidate = registered["metrics"]["test_accuracy"]
     champion, champion_accuracy = model_layout.read_champion(store), None
     if champion:

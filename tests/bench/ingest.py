@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ import time
 from pathlib import Path
 
 from functions import catalog
+from tests.support import mirrored_env
 from workflows.localstack import free_port, serve_directory, start_function, wait_healthy
 
 
@@ -40,13 +40,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as home:
         mirror = serve_directory(args.mirror)
         port = free_port()
-        env = dict(
-            os.environ,
-            DANDELION_HOME=home,
-            DANDELION_SOURCE_MIRROR=f"{catalog.CANONICAL_PREFIX}=http://127.0.0.1:{mirror.server_port}/",
-            DANDELION_ALLOW_PRIVATE_URLS="1",
-            DANDELION_INGEST_URL=f"http://127.0.0.1:{port}/",
-        )
+        env = mirrored_env(Path(home), mirror.server_port, port)
         function = start_function("ingest-one-url", port, env)
         try:
             wait_healthy(f"http://127.0.0.1:{port}/health", function)

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from functions import catalog
 from functions.model_layout import read_champion
 from functions.store import open_store
+from tests.support import mirrored_env
 from workflows.localstack import free_port, serve_directory, start_function, start_mlflow, wait_healthy
 
 
@@ -38,14 +37,8 @@ def main() -> int:
         home = Path(directory)
         mirror = serve_directory(args.mirror)
         ingest_port, mlflow_port = free_port(), free_port()
-        env = dict(
-            os.environ,
-            DANDELION_HOME=str(home),
-            DANDELION_SOURCE_MIRROR=f"{catalog.CANONICAL_PREFIX}=http://127.0.0.1:{mirror.server_port}/",
-            DANDELION_ALLOW_PRIVATE_URLS="1",
-            DANDELION_INGEST_URL=f"http://127.0.0.1:{ingest_port}/",
-            MLFLOW_TRACKING_URI=f"http://127.0.0.1:{mlflow_port}",
-        )
+        env = mirrored_env(home, mirror.server_port, ingest_port)
+        env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{mlflow_port}"
         processes = [
             start_function("ingest-one-url", ingest_port, env),
             start_mlflow(home, (home / "objects").as_uri(), mlflow_port),

@@ -19,7 +19,7 @@ from functions.preprocessing import Preprocessing
 from functions.runtime import OnnxClassifier
 from functions.serving import ModelFiles
 from functions.store import open_store
-from tests.conftest import DATASET, FunctionProcess
+from tests.conftest import DATASET, FunctionProcess, bomb_png
 from tests.support import publish_model
 from workflows.rollout import roll_out_predict
 
@@ -115,12 +115,6 @@ def test_every_kind_of_image_predicts(served, name: str) -> None:
     assert response.json()["predicted_class"] in ("dandelion", "grass")
 
 
-def _bomb() -> bytes:
-    out = io.BytesIO()
-    Image.new("1", (12000, 12000)).save(out, format="PNG", optimize=True)
-    return out.getvalue()
-
-
 BAD_INPUTS = {
     "no-body": (
         {},
@@ -148,7 +142,7 @@ BAD_INPUTS = {
         "not an image in an accepted format (JPEG, PNG, WEBP, GIF, BMP)",
     ),
     "bomb": (
-        {"files": {"file": ("b.png", _bomb())}},
+        {"files": {"file": ("b.png", bomb_png())}},
         413,
         "too_large",
         "the image has 144000000 pixels, over the 40000000-pixel limit",

@@ -3,23 +3,21 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from functions.preprocessing import Preprocessing
 from functions.runtime import OnnxClassifier
-from tests.conftest import DATASET
+from tests.support import tiny_training_set
 from workflows.training import TrainConfig, export_onnx, train
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 def test_the_onnx_export_computes_what_the_trained_model_computes(precision: str) -> None:
     prep = Preprocessing()
-    images = [Image.open(DATASET / label / f"{n:08d}.jpg") for label in prep.classes for n in range(4)]
-    resized = [prep.resized(image) for image in images]
+    images, labels = tiny_training_set(prep, per_class=4)
     config = TrainConfig(epochs=1, batch_size=4, seed=0, precision=precision)
-    model = train(config, prep, resized, [0] * 4 + [1] * 4, [], [], lambda *_: None)
+    model = train(config, prep, images, labels, [], [], lambda *_: None)
     assert all(p.dtype == torch.float32 for p in model.parameters())
-    batch = np.stack([prep(image) for image in images])
+    batch = np.stack([prep.normalise(prep.centre_crop(image)) for image in images])
     with torch.no_grad():
         expected = torch.softmax(model(torch.from_numpy(batch)), 1).numpy()
     served = OnnxClassifier(export_onnx(model, prep), prep).probabilities(batch)
