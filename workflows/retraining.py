@@ -30,7 +30,7 @@ from workflows.extraction import CLUSTER_INGEST_URL
 from workflows.steps import step
 
 EXPERIMENT = "dandelion"
-TRAIN_ARGUMENTS = {"epochs": "60", "seed": "0", "min-accuracy": "0.85"}
+TRAIN_ARGUMENTS = {"epochs": "45", "seed": "0", "min-accuracy": "0.85"}
 
 
 def _store() -> ObjectStore:
@@ -75,7 +75,11 @@ def snapshot_dataset() -> dict[str, Any]:
 
 
 @step(resources=Resources(cpu_request=2, memory_request="3Gi"))
-def train_model(snapshot: dict[str, Any], epochs: int = 60, seed: int = 0) -> dict[str, Any]:
+def train_model(
+    snapshot: dict[str, Any],
+    epochs: int = int(TRAIN_ARGUMENTS["epochs"]),
+    seed: int = int(TRAIN_ARGUMENTS["seed"]),
+) -> dict[str, Any]:
     """Train on the snapshot's train split, log everything to a new MLflow run, log the model (ONNX)."""
     import mlflow
     import onnx
