@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
 
 from PIL import Image, UnidentifiedImageError
 
@@ -12,10 +13,13 @@ from functions.errors import NotAnImage, TooLarge
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 
 
-def open_checked(data: bytes, max_pixels: int) -> Image.Image:
+def open_checked(
+    data: bytes, max_pixels: int, draft: Callable[[Image.Image], None] | None = None
+) -> Image.Image:
     """Decode `data` fully, refusing non-images, unaccepted formats, truncation and decompression bombs.
 
-    The pixel count is checked from the header, before any pixel is decoded.
+    The pixel count is checked from the header, before any pixel is decoded; `draft` (the model's
+    `Preprocessing.draft`) may then choose a reduced decoding scale.
     """
     try:
         with warnings.catch_warnings():
@@ -28,6 +32,8 @@ def open_checked(data: bytes, max_pixels: int) -> Image.Image:
     pixels = image.width * image.height
     if pixels > max_pixels:
         raise TooLarge(f"the image has {pixels} pixels, over the {max_pixels}-pixel limit")
+    if draft:
+        draft(image)
     try:
         image.load()
     except (OSError, SyntaxError, ValueError) as exc:

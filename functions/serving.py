@@ -209,7 +209,8 @@ class ModelServer:
         started = time.perf_counter()
         with STAGE_SECONDS.labels("preprocess").time():
             prep = model.classifier.prep
-            batch = np.stack([prep(open_checked(data, self.settings.max_image_pixels)) for data in payloads])
+            limit = self.settings.max_image_pixels
+            batch = np.stack([prep(open_checked(data, limit, prep.draft)) for data in payloads])
         with STAGE_SECONDS.labels("predict").time():
             probabilities = model.classifier.probabilities(batch)
         with STAGE_SECONDS.labels("postprocess").time():

@@ -4,7 +4,8 @@ import pytest
 from PIL import Image
 
 from functions.errors import NotAnImage, TooLarge
-from functions.images import as_jpeg
+from functions.images import as_jpeg, open_checked
+from functions.preprocessing import Preprocessing
 
 
 def encode(image: Image.Image, fmt: str) -> bytes:
@@ -33,6 +34,12 @@ def test_truncated_jpeg_is_refused() -> None:
     data = encode(Image.effect_noise((200, 200), 50).convert("RGB"), "JPEG")
     with pytest.raises(NotAnImage, match="truncated or corrupt"):
         as_jpeg(data[: len(data) // 2], 1_000_000)
+
+
+def test_truncated_jpeg_is_refused_when_decoded_at_reduced_scale() -> None:
+    data = encode(Image.effect_noise((800, 800), 50).convert("RGB"), "JPEG")
+    with pytest.raises(NotAnImage, match="truncated or corrupt"):
+        open_checked(data[: len(data) // 2], 1_000_000, Preprocessing().draft)
 
 
 def test_pixel_limit_is_checked_before_decoding() -> None:

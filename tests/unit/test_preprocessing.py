@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from functions.images import open_checked
 from functions.preprocessing import Preprocessing
 from tests.conftest import DATASET
 
@@ -33,6 +34,16 @@ def test_the_training_evaluation_path_and_the_serving_path_give_the_same_tensor(
     assert serving.shape == (3, prep.input_size, prep.input_size)
     assert serving.dtype == np.float32
     assert np.array_equal(training, serving)
+
+
+def test_a_large_jpeg_is_decoded_at_reduced_scale_alike_in_training_and_serving() -> None:
+    prep = Preprocessing()
+    large = io.BytesIO()
+    Image.open(DATASET / "dandelion" / "00000004.jpg").resize((1200, 900)).save(large, format="JPEG")
+    served = open_checked(large.getvalue(), 10**8, prep.draft)
+    assert served.size == (300, 225)  # 1/4 scale: 1/8 would leave the shorter side under 144
+    training = prep.resized(Image.open(large))  # training loads the stored bytes the same way
+    assert np.array_equal(prep(served), prep.normalise(prep.centre_crop(training)))
 
 
 def test_normalisation_uses_the_saved_mean_and_std() -> None:
