@@ -100,10 +100,11 @@ class ModelFiles:
     def load(self, version: str, sha256: str | None) -> LoadedModel:
         """The model, from the local copy unless it is missing or does not match `sha256` (when given)."""
         onnx_bytes = self._get(model_key(version), refetch=False)
-        stale = sha256 is not None and _sha256(onnx_bytes) != sha256
+        digest = _sha256(onnx_bytes)
+        stale = sha256 is not None and digest != sha256
         if stale:
             onnx_bytes = self._get(model_key(version), refetch=True)
-        digest = _sha256(onnx_bytes)
+            digest = _sha256(onnx_bytes)
         if sha256 is not None and digest != sha256:
             raise Unavailable(f"model {version} in the store has sha256 {digest}, not the pointer's {sha256}")
         metadata = json.loads(self._get(metadata_key(version), refetch=stale))

@@ -9,6 +9,7 @@ from pathlib import Path
 from PIL import Image
 
 from functions.catalog import CANONICAL_PREFIX
+from functions.model_layout import MODEL_NAME
 from functions.preprocessing import Preprocessing
 from functions.store import open_store
 
@@ -46,7 +47,7 @@ def train_tiny_model(seed: int, per_class: int = 10) -> tuple[bytes, dict]:
     images, labels = tiny_training_set(prep, per_class)
     model = train(TrainConfig(epochs=1, seed=seed), prep, images, labels, [], [], lambda *_: None)
     metadata = {
-        "name": "dandelion-grass",
+        "name": MODEL_NAME,
         **prep.to_dict(),
         "dataset_version": f"tiny-{seed}",
         "metrics": {"test_accuracy": 0.5},
