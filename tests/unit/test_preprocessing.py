@@ -33,6 +33,7 @@ def test_the_training_evaluation_path_and_the_serving_path_give_the_same_tensor(
     serving = prep(image)
     assert serving.shape == (3, prep.input_size, prep.input_size)
     assert serving.dtype == np.float32
+    assert serving.flags.c_contiguous  # as onnxruntime takes it without a copy
     assert np.array_equal(training, serving)
 
 
