@@ -51,11 +51,11 @@ class Settings:
             or f"http://127.0.0.1:{DEFAULT_PORTS['ingest-one-url']}/",
             predict_url=env.get("DANDELION_PREDICT_URL") or f"http://127.0.0.1:{DEFAULT_PORTS['predict']}",
             model_version=env.get("DANDELION_MODEL_VERSION") or None,
-            max_upload_bytes=_positive_int(env, "DANDELION_MAX_UPLOAD_BYTES", 10 * MiB),
-            model_poll_seconds=_positive_float(env, "DANDELION_MODEL_POLL_SECONDS", 10.0),
-            inference_threads=_positive_int(env, "DANDELION_INFERENCE_THREADS", 2),
-            max_download_bytes=_positive_int(env, "DANDELION_MAX_DOWNLOAD_BYTES", 10 * MiB),
-            max_image_pixels=_positive_int(env, "DANDELION_MAX_IMAGE_PIXELS", 40_000_000),
+            max_upload_bytes=_positive_int(env, "DANDELION_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
+            model_poll_seconds=_positive_float(env, "DANDELION_MODEL_POLL_SECONDS", cls.model_poll_seconds),
+            inference_threads=_positive_int(env, "DANDELION_INFERENCE_THREADS", cls.inference_threads),
+            max_download_bytes=_positive_int(env, "DANDELION_MAX_DOWNLOAD_BYTES", cls.max_download_bytes),
+            max_image_pixels=_positive_int(env, "DANDELION_MAX_IMAGE_PIXELS", cls.max_image_pixels),
         )
 
     def rewrite_source(self, url: str) -> str:

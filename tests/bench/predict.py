@@ -38,6 +38,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from functions.config import Settings
 from functions.images import open_checked
 from functions.preprocessing import Preprocessing
 from functions.runtime import OnnxClassifier
@@ -175,7 +176,7 @@ def in_process_rate(
     done, deadline = 0, time.perf_counter() + seconds
     started = time.perf_counter()
     while time.perf_counter() < deadline:
-        image = open_checked(images[done % len(images)], 40_000_000, classifier.prep.draft)
+        image = open_checked(images[done % len(images)], Settings.max_image_pixels, classifier.prep.draft)
         classifier.probabilities(classifier.prep(image)[None])
         done += 1
     return done / (time.perf_counter() - started)
@@ -192,7 +193,7 @@ def phone_photo_preprocess_ms(repeats: int = 10) -> dict[str, float]:
     for _ in range(repeats):
         for name, draft in (("reduced_scale_decode", prep.draft), ("full_decode", None)):
             started = time.perf_counter()
-            prep(open_checked(photo, 40_000_000, draft))
+            prep(open_checked(photo, Settings.max_image_pixels, draft))
             timings[name].append(1000 * (time.perf_counter() - started))
     return {name: round(statistics.median(values), 1) for name, values in timings.items()}
 
