@@ -18,7 +18,12 @@ from PIL import Image
 
 from functions.catalog import CANONICAL_PREFIX
 from tests.support import DATASET, train_tiny_model
-from workflows.localstack import free_port, start_function, wait_healthy
+from workflows.localstack import disable_mlflow_telemetry, free_port, start_function, wait_healthy
+
+
+def pytest_configure() -> None:
+    disable_mlflow_telemetry()  # as the `dandelion` command does: tests run workflows in-process too
+
 
 MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from functions.config import DEFAULT_PORTS, Settings
-from workflows.localstack import FUNCTION_TARGETS
+from workflows.localstack import FUNCTION_TARGETS, disable_mlflow_telemetry
 
 PLATFORM_DIR = Path("platform")
 
@@ -168,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = build_parser().parse_args(argv)
+    disable_mlflow_telemetry()
     return args.func(args)
 
 

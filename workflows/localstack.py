@@ -20,6 +20,13 @@ import functions
 FUNCTION_TARGETS = {"predict": "predict", "ingest-one-url": "ingest_one_url"}
 
 
+def disable_mlflow_telemetry() -> None:
+    """Call before mlflow is imported. At import, MLflow's telemetry fetches its config from the internet
+    in a background thread and, when that fails (these machines have no internet), removes a variable
+    from os.environ while other threads may be reading it: a KeyError inside an MLflow REST call."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
