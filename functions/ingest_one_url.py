@@ -1,44 +1,16 @@
-"""The `ingest-one-url` function: POST / with {"url", "label"} (JSON or CloudEvent); a thin shim."""
+"""The `ingest-one-url` function (functions-framework target `ingest_one_url`). Wiring only: the route is
+in `functions.lib.ingest_api`, ingestion itself in `functions.lib.ingest`."""
 
 from __future__ import annotations
 
-import functools
-
 import flask
 import functions_framework
-from prometheus_client import Counter
 
-from functions.config import Settings
-from functions.http import dispatch, json_response, metrics, read_event, require_str
-from functions.ingest import Ingestor
+from functions.lib.api import dispatch, on_first_call
+from functions.lib.ingest import Ingestor
+from functions.lib.ingest_api import routes
 
-OUTCOMES = Counter("dandelion_ingest_total", "Ingestion attempts by outcome", ["outcome"])
-
-
-@functools.cache
-def _ingestor() -> Ingestor:
-    """Built on the first request (the cold start), not at import."""
-    return Ingestor.from_settings(Settings.from_env())
-
-
-def _ingest(request: flask.Request) -> flask.Response:
-    data = read_event(request)
-    url, label = require_str(data, "url"), require_str(data, "label")
-    try:
-        outcome, row = _ingestor().ingest(url, label)
-    except Exception as exc:
-        OUTCOMES.labels(getattr(exc, "code", "internal_error")).inc()
-        raise
-    OUTCOMES.labels(outcome).inc()
-    return json_response({"outcome": outcome, **row}, 201 if outcome == "ingested" else 200)
-
-
-def _health(_request: flask.Request) -> flask.Response:
-    _ingestor()
-    return json_response({"status": "healthy"})
-
-
-ROUTES = {"/": {"POST": _ingest}, "/health": {"GET": _health}, "/metrics": {"GET": metrics}}
+ROUTES = routes(on_first_call(Ingestor.from_settings))
 
 
 @functions_framework.http

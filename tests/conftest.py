@@ -16,9 +16,9 @@ import pymysql
 import pytest
 from PIL import Image
 
-from functions.catalog import CANONICAL_PREFIX
+from functions.lib.catalog import CANONICAL_PREFIX
 from tests.support import DATASET, train_tiny_model
-from workflows.localstack import disable_mlflow_telemetry, free_port, start_function, wait_healthy
+from workflows.local.processes import disable_mlflow_telemetry, free_port, start_function, wait_healthy
 
 
 def pytest_configure() -> None:
@@ -233,7 +233,7 @@ def function_env(
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One real MLflow tracking server for the session (it takes ~15 s to start): SQLite backend,
     artifacts proxied to a file:// store. MLFLOW_TRACKING_URI points every client at it."""
-    from workflows.localstack import start_mlflow
+    from workflows.local.processes import start_mlflow
 
     home = tmp_path_factory.mktemp("mlflow")
     port = free_port()

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from functions.catalog import CANONICAL_PREFIX
-from functions.model_layout import MODEL_NAME
-from functions.preprocessing import Preprocessing
-from functions.store import open_store
+from functions.lib.catalog import CANONICAL_PREFIX
+from functions.lib.layout import MODEL_NAME
+from functions.lib.preprocessing import Preprocessing
+from functions.lib.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -41,7 +41,7 @@ def tiny_training_set(prep: Preprocessing, per_class: int) -> tuple[list[Image.I
 
 def train_tiny_model(seed: int, per_class: int = 10) -> tuple[bytes, dict]:
     """ONNX bytes and metadata (without a version) of the default architecture trained for one epoch."""
-    from workflows.training import TrainConfig, export_onnx, parameter_count, train
+    from workflows.lib.training import TrainConfig, export_onnx, parameter_count, train
 
     prep = Preprocessing()
     images, labels = tiny_training_set(prep, per_class)
@@ -59,7 +59,7 @@ def train_tiny_model(seed: int, per_class: int = 10) -> tuple[bytes, dict]:
 
 def publish_model(store_url: str, version: str, model: tuple[bytes, dict]) -> dict:
     """Promote a tiny model as `version` exactly as promotion does; returns the pointer."""
-    from workflows.promotion import publish
+    from workflows.lib.promotion import publish
 
     onnx_bytes, metadata = model
     return publish(open_store(store_url), version, onnx_bytes, metadata | {"version": version})

@@ -16,15 +16,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from functions import catalog
+from functions.lib import catalog
 from tests.support import mirrored_env
-from workflows.localstack import free_port, serve_directory, start_function, wait_healthy
+from workflows.local.processes import free_port, serve_directory, start_function, wait_healthy
 
 
 def timed_run(env: dict[str, str]) -> tuple[float, dict]:
     started = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-m", "workflows.cli", "run", "extract-images"],
+        [sys.executable, "-m", "workflows.local.cli", "run", "extract-images"],
         env=env,
         check=True,
         capture_output=True,

@@ -38,12 +38,12 @@ from pathlib import Path
 
 from PIL import Image
 
-from functions.config import Settings
-from functions.images import open_checked
-from functions.preprocessing import Preprocessing
-from functions.runtime import OnnxClassifier
+from functions.lib.config import Settings
+from functions.lib.images import open_checked
+from functions.lib.onnx_classifier import OnnxClassifier
+from functions.lib.preprocessing import Preprocessing
 from tests.support import DATASET, ROOT, publish_model, train_tiny_model
-from workflows.localstack import free_port, start_function
+from workflows.local.processes import free_port, start_function
 
 MiB = 1024 * 1024
 

@@ -18,14 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from functions.model_layout import read_champion
-from functions.store import open_store
+from functions.lib.layout import read_champion
+from functions.lib.store import open_store
 from tests.support import mirrored_env
-from workflows.localstack import free_port, serve_directory, start_function, start_mlflow, wait_healthy
+from workflows.local.processes import free_port, serve_directory, start_function, start_mlflow, wait_healthy
 
 
 def dandelion(env: dict[str, str], *args: str) -> str:
-    command = [sys.executable, "-m", "workflows.cli", *args]
+    command = [sys.executable, "-m", "workflows.local.cli", *args]
     return subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
 
 

@@ -7,17 +7,18 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from functions import catalog
-from functions.config import Settings
-from functions.model_layout import read_champion
-from functions.store import open_store
+from functions.lib import catalog
+from functions.lib.config import Settings
+from functions.lib.labels import LABELS
+from functions.lib.layout import read_champion
+from functions.lib.store import open_store
 from tests.conftest import DATASET, FunctionProcess, canonical, function_env
-from workflows.cli import run_workflow
-from workflows.runner import WorkflowFailed
+from workflows.local.runner import WorkflowFailed
+from workflows.local.stack import run_workflow
 
 pytestmark = pytest.mark.e2e
 
-SUBSET = [(canonical(label, n), label) for label in catalog.LABELS for n in range(0, 200, 16)]  # 26 rows
+SUBSET = [(canonical(label, n), label) for label in LABELS for n in range(0, 200, 16)]  # 26 rows
 
 
 def table(engine) -> list[dict]:

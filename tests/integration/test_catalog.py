@@ -4,7 +4,7 @@ import pymysql
 import pytest
 from sqlalchemy import func, select
 
-from functions import catalog
+from functions.lib import catalog
 from tests.conftest import MYSQL, canonical
 from tests.support import ROOT
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from functions import catalog
-from functions.store import open_store
-from workflows import dataset
+from functions.lib import catalog
+from functions.lib.store import open_store
+from workflows.lib import dataset
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ import pytest
 import requests
 from PIL import Image
 
-from functions import catalog
-from functions.store import open_store
+from functions.lib import catalog
+from functions.lib.store import open_store
 from tests.conftest import DATASET, FunctionProcess, canonical, function_env
 
 pytestmark = pytest.mark.integration

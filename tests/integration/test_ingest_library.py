@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from functions import catalog
-from functions.config import Settings
-from functions.errors import URLRefused
-from functions.fetch import download, make_session
-from functions.ingest import Ingestor
+from functions.lib import catalog
+from functions.lib.config import Settings
+from functions.lib.errors import URLRefused
+from functions.lib.fetch import download, make_session
+from functions.lib.ingest import Ingestor
 from tests.conftest import DATASET, canonical
 
 pytestmark = pytest.mark.integration

@@ -14,14 +14,14 @@ import requests
 import tritonclient.http as triton
 from PIL import Image
 
-from functions.errors import Unavailable
-from functions.preprocessing import Preprocessing
-from functions.runtime import OnnxClassifier
-from functions.serving import ModelFiles
-from functions.store import open_store
+from functions.lib.errors import Unavailable
+from functions.lib.model_server import ModelFiles
+from functions.lib.onnx_classifier import OnnxClassifier
+from functions.lib.preprocessing import Preprocessing
+from functions.lib.store import open_store
 from tests.conftest import DATASET, FunctionProcess, bomb_png
 from tests.support import publish_model
-from workflows.rollout import roll_out_predict
+from workflows.lib.rollout import roll_out_predict
 
 pytestmark = pytest.mark.integration
 

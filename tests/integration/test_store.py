@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from functions.errors import NotFound, Unavailable
-from functions.store import FileStore, S3Store, open_store
+from functions.lib.errors import NotFound, Unavailable
+from functions.lib.store import FileStore, S3Store, open_store
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,7 @@ def test_a_failed_file_write_leaves_neither_object_nor_temporary(tmp_path: Path,
 
 
 def test_an_unreachable_s3_endpoint_is_unavailable_not_a_crash(monkeypatch) -> None:
-    from workflows.localstack import free_port
+    from workflows.local.processes import free_port
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")

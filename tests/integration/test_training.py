@@ -12,21 +12,22 @@ import mlflow
 import pytest
 from PIL import Image
 
-from functions import catalog
-from functions.config import Settings
-from functions.ingest import Ingestor
-from functions.model_layout import CHAMPION_KEY, MODEL_NAME, read_champion
-from functions.preprocessing import Preprocessing
-from functions.runtime import OnnxClassifier
-from functions.store import FileStore, open_store
+from functions.lib import catalog
+from functions.lib.config import Settings
+from functions.lib.ingest import Ingestor
+from functions.lib.labels import LABELS
+from functions.lib.layout import CHAMPION_KEY, MODEL_NAME, read_champion
+from functions.lib.onnx_classifier import OnnxClassifier
+from functions.lib.preprocessing import Preprocessing
+from functions.lib.store import FileStore, open_store
 from tests.conftest import DATASET, canonical
-from workflows.cli import run_workflow
-from workflows.localstack import free_port
-from workflows.runner import WorkflowFailed
+from workflows.local.processes import free_port
+from workflows.local.runner import WorkflowFailed
+from workflows.local.stack import run_workflow
 
 pytestmark = pytest.mark.integration
 
-SUBSET = [(label, n) for label in catalog.LABELS for n in range(0, 200, 12)]  # 34 images
+SUBSET = [(label, n) for label in LABELS for n in range(0, 200, 12)]  # 34 images
 
 
 @pytest.fixture
@@ -136,10 +137,10 @@ def test_the_champion_is_re_evaluated_on_the_candidate_split(platform, monkeypat
     train(settings)
     champion = read_champion(store)
     outcomes = []
-    from workflows import retraining
+    from workflows.lib import promotion
 
-    real = retraining.promotion.gate
-    monkeypatch.setattr(retraining.promotion, "gate", lambda c, ch, f: outcomes.append(ch) or real(c, ch, f))
+    real = promotion.gate
+    monkeypatch.setattr(promotion, "gate", lambda c, ch, f: outcomes.append(ch) or real(c, ch, f))
     train(settings, seed="1")
     # Same rows, same frozen test split: the champion scores there what it scored when it was promoted.
     assert outcomes == [champion["metrics"]["test_accuracy"]]

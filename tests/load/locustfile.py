@@ -14,8 +14,9 @@ from pathlib import Path
 
 from locust import HttpUser, between, task
 
+from functions.lib.labels import LABELS
+
 DEFAULT_IMAGES = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "greenr"
-CLASSES = {"dandelion", "grass"}
 
 
 @functools.cache
@@ -31,7 +32,7 @@ class PredictUser(HttpUser):
     wait_time = between(0.01, 0.1)
 
     def _check(self, response, classes: list[str]) -> None:
-        if not set(classes) <= CLASSES or not classes:
+        if not set(classes) <= set(LABELS) or not classes:
             response.failure(f"unexpected classes {classes!r}")
 
     @task(8)

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from functions.config import Settings
-from functions.errors import ConfigError
+from functions.lib.config import Settings
+from functions.lib.errors import ConfigError
 
 
 def test_embedded_defaults_live_under_home(tmp_path: Path) -> None:

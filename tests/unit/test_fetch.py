@@ -1,7 +1,7 @@
 import pytest
 
-from functions.errors import BadRequest
-from functions.fetch import check_url, is_public
+from functions.lib.errors import BadRequest
+from functions.lib.fetch import check_url, is_public
 
 
 @pytest.mark.parametrize(

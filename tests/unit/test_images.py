@@ -3,9 +3,9 @@ import io
 import pytest
 from PIL import Image
 
-from functions.errors import NotAnImage, TooLarge
-from functions.images import as_jpeg, open_checked
-from functions.preprocessing import Preprocessing
+from functions.lib.errors import NotAnImage, TooLarge
+from functions.lib.images import as_jpeg, open_checked
+from functions.lib.preprocessing import Preprocessing
 
 
 def encode(image: Image.Image, fmt: str) -> bytes:

@@ -5,8 +5,8 @@ import struct
 import numpy as np
 import pytest
 
-from functions.errors import BadRequest
-from functions.inference_protocol import encode_response, parse_request
+from functions.lib.errors import BadRequest
+from functions.lib.inference_protocol import encode_response, parse_request
 
 PROBABILITIES = np.array([[0.75, 0.25], [0.125, 0.875]])
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from functions.images import open_checked
-from functions.preprocessing import Preprocessing
+from functions.lib.images import open_checked
+from functions.lib.preprocessing import Preprocessing
 from tests.conftest import DATASET
 
 

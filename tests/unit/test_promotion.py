@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from functions.model_layout import CHAMPION_KEY, read_champion
-from functions.store import FileStore
-from workflows.promotion import gate, publish
+from functions.lib.layout import CHAMPION_KEY, read_champion
+from functions.lib.store import FileStore
+from workflows.lib.promotion import gate, publish
 
 
 @pytest.mark.parametrize(

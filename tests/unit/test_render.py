@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.support import ROOT, SHARED
-from workflows.definitions import manifests, rendered_files
+from workflows.manifests import manifests, rendered_files
 
 KUBECONFORM = SHARED / "schemas" / "kubeconform"
 

@@ -5,7 +5,7 @@ import copy
 import jsonpatch
 import pytest
 
-from workflows.rollout import predict_patch
+from workflows.lib.rollout import predict_patch
 
 SERVICE = {
     "apiVersion": "serving.knative.dev/v1",

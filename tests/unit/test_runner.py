@@ -3,7 +3,7 @@ import json
 import pytest
 
 from tests.unit import runner_steps
-from workflows.runner import LocalRunner, WorkflowFailed, substitute
+from workflows.local.runner import LocalRunner, WorkflowFailed, substitute
 
 
 def script(name: str, function: str, inputs: list[dict], retries: int | None = None) -> dict:

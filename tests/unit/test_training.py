@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from functions.preprocessing import Preprocessing
-from functions.runtime import OnnxClassifier
+from functions.lib.onnx_classifier import OnnxClassifier
+from functions.lib.preprocessing import Preprocessing
 from tests.support import tiny_training_set
-from workflows.training import TrainConfig, export_onnx, train
+from workflows.lib.training import TrainConfig, export_onnx, train
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])

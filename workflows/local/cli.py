@@ -1,17 +1,17 @@
-"""`dandelion`: the local face of the platform. Every command reads the DESIGN.md environment variables."""
+"""`dandelion`: the local face of the platform. Every command reads the DESIGN.md environment variables;
+each is a few lines over the library (`workflows.local.stack`, `workflows.manifests`, the catalog)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
 import sys
 from pathlib import Path
 
-from functions.config import DEFAULT_PORTS, Settings
-from workflows.localstack import FUNCTION_TARGETS, disable_mlflow_telemetry
+from functions.lib.config import DEFAULT_PORTS, Settings
+from workflows.local.processes import FUNCTION_TARGETS, disable_mlflow_telemetry
 
 PLATFORM_DIR = Path("platform")
 
@@ -22,23 +22,8 @@ def _settings() -> Settings:
     return settings
 
 
-def _local_parameters(settings: Settings) -> dict[str, str]:
-    """Workflow parameters whose cluster defaults mean nothing here, mapped to the local services."""
-    return {"ingest-url": settings.ingest_url}
-
-
-def run_workflow(name: str, parameters: dict[str, str], settings: Settings) -> str:
-    from workflows.definitions import manifests
-    from workflows.runner import LocalRunner
-
-    runner = LocalRunner(manifests())
-    declared = runner.arguments(name)
-    local = {k: v for k, v in _local_parameters(settings).items() if k in declared}
-    return runner.run(name, local | parameters)
-
-
 def cmd_seed(_args: argparse.Namespace) -> int:
-    from functions import catalog
+    from functions.lib import catalog
 
     engine = catalog.open_catalog(_settings().db_url)
     added = catalog.seed(engine)
@@ -47,7 +32,8 @@ def cmd_seed(_args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from workflows.runner import WorkflowFailed
+    from workflows.local.runner import WorkflowFailed
+    from workflows.local.stack import run_workflow
 
     parameters = {}
     for item in args.parameter:
@@ -66,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from workflows.definitions import render
+    from workflows.manifests import render
 
     for path in render(Path(args.directory)):
         print(f"wrote {path}")
@@ -74,7 +60,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from workflows.localstack import function_command
+    from workflows.local.processes import function_command
 
     port = int(os.environ.get("PORT") or DEFAULT_PORTS[args.part])
     command = function_command(args.part, os.environ.get("HOST", "127.0.0.1"), port)
@@ -83,54 +69,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from functions import catalog
-    from functions.model_layout import read_champion
-    from functions.store import open_store
-    from workflows.localstack import serve_directory, start_function, start_mlflow, wait_healthy
+    from workflows.local.stack import local_stack
 
-    if args.serve_mirror:
-        mirror = serve_directory(Path(args.serve_mirror))
-        os.environ["DANDELION_SOURCE_MIRROR"] = (
-            f"{catalog.CANONICAL_PREFIX}=http://127.0.0.1:{mirror.server_port}/"
-        )
-        os.environ["DANDELION_ALLOW_PRIVATE_URLS"] = "1"
-        print(f"mirror of {args.serve_mirror} on http://127.0.0.1:{mirror.server_port}/")
-    settings = _settings()
-    processes = []
-    try:
-        if not os.environ.get("MLFLOW_TRACKING_URI"):
-            port = DEFAULT_PORTS["mlflow"]
-            processes.append(start_mlflow(settings.home, settings.store_url, port))
-            os.environ["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{port}"
-            wait_healthy(f"http://127.0.0.1:{port}/health", processes[-1], timeout=120)
-        started = {part: start_function(part, DEFAULT_PORTS[part]) for part in FUNCTION_TARGETS}
-        processes.extend(started.values())
-        urls = {part: f"http://127.0.0.1:{DEFAULT_PORTS[part]}" for part in FUNCTION_TARGETS}
-        wait_healthy(f"{urls['ingest-one-url']}/health", started["ingest-one-url"])
-        engine = catalog.open_catalog(settings.db_url)
-        print(f"seeded {catalog.seed(engine)} new catalog rows")
-        summary = json.loads(run_workflow("extract-images", {}, settings) or "{}")
-        print(f"extract-images: {json.dumps({k: v for k, v in summary.items() if k != 'failures'})}")
-        print(f"catalog: {catalog.counts_by_status(engine)}")
-        store = open_store(settings.store_url)
-        if read_champion(store) is None:
-            print("no champion yet: running train-model (a few minutes)")
-            print(f"train-model: {run_workflow('train-model', {}, settings)}")
-        print(f"champion: {read_champion(store)}")
-        print(f"MLflow: {os.environ['MLFLOW_TRACKING_URI']}")
-        print(f"ingest-one-url: {urls['ingest-one-url']}/")
-        wait_healthy(f"{urls['predict']}/health", started["predict"])  # 503 until it has a model
-        print(f"predict: {urls['predict']}/predict  (curl -F file=@image.jpg {urls['predict']}/predict)")
-        print(f"catalog: {settings.db_url}  store: {settings.store_url}")
+    with local_stack(Path(args.serve_mirror) if args.serve_mirror else None):
         print("serving; Ctrl-C stops everything")
         stop = {signal.SIGINT, signal.SIGTERM}
         signal.pthread_sigmask(signal.SIG_BLOCK, stop)
         signal.sigwait(stop)
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=30)
     return 0
 
 

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import flask
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from functions.errors import BadRequest, DandelionError, MethodNotAllowed, NotFound, TooLarge
+from functions.lib.config import Settings
+from functions.lib.errors import BadRequest, DandelionError, MethodNotAllowed, NotFound, TooLarge
 
 Handler = Callable[[flask.Request], flask.Response]
 Routes = Mapping[str, Mapping[str, Handler]]
@@ -26,6 +28,14 @@ REQUESTS = Counter(
 LATENCY = Histogram("dandelion_http_request_seconds", "Time to answer an HTTP request", ["function", "route"])
 
 log = logging.getLogger("dandelion")
+
+T = TypeVar("T")
+
+
+def on_first_call(build: Callable[[Settings], T]) -> Callable[[], T]:
+    """`build(Settings.from_env())` made on the first call, the function's cold start, and kept: nothing
+    is read or connected at import, when functions-framework loads the module before forking."""
+    return functools.cache(lambda: build(Settings.from_env()))
 
 
 class JsonFormatter(logging.Formatter):

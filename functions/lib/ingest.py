@@ -13,20 +13,18 @@ from typing import Any
 import requests
 from sqlalchemy import Engine
 
-from functions import catalog
-from functions.config import Settings
-from functions.errors import BadRequest, Conflict, NotAnImage, TooLarge, UpstreamError, URLRefused
-from functions.fetch import check_url, download, make_session
-from functions.images import as_jpeg
-from functions.store import ObjectStore, open_store
+from functions.lib import catalog
+from functions.lib.config import Settings
+from functions.lib.errors import Conflict, NotAnImage, TooLarge, UpstreamError, URLRefused
+from functions.lib.fetch import check_url, download, make_session
+from functions.lib.images import as_jpeg
+from functions.lib.labels import check_label
+from functions.lib.layout import raw_key
+from functions.lib.store import ObjectStore, open_store
 
 # Failures that belong to the URL or its content: the row records them. Anything else (a bad request,
 # an unavailable catalog or store) leaves the catalog as it was.
 SOURCE_FAILURES = (URLRefused, TooLarge, NotAnImage, UpstreamError)
-
-
-def raw_key(label: str, digest: str) -> str:
-    return f"raw/{label}/{digest}.jpg"
 
 
 @dataclass
@@ -47,8 +45,7 @@ class Ingestor:
 
     def ingest(self, url: str, label: str) -> tuple[str, dict[str, Any]]:
         """Returns ("ingested" | "unchanged", row). Idempotent: a repeat changes nothing."""
-        if label not in catalog.LABELS:
-            raise BadRequest(f"label must be one of {', '.join(catalog.LABELS)}, got {label!r}")
+        check_label(label)
         check_url(url)
         existing = catalog.get(self.engine, url)
         if existing and existing["status"] == "ingested":

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from functions.config import Settings
+from functions.lib.config import Settings
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 

@@ -10,13 +10,16 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, select
+from PIL import Image
+from sqlalchemy import Engine
 
-from functions import catalog
-from functions.ingest import raw_key
-from functions.store import ObjectStore
+from functions.lib import catalog
+from functions.lib.layout import manifest_key, raw_key
+from functions.lib.preprocessing import Preprocessing
+from functions.lib.store import ObjectStore
 
 # Buckets of 100 by the first 8 hex digits of the SHA-256: 70 % train, 10 % validation, 20 % test.
 SPLITS = (("train", 70), ("val", 80), ("test", 100))
@@ -36,17 +39,9 @@ def split_of(sha256: str) -> str:
     return next(name for name, upper in SPLITS if bucket < upper)
 
 
-def manifest_key(version: str) -> str:
-    return f"datasets/{version}/manifest.csv"
-
-
 def _ingested(engine: Engine) -> list[Example]:
-    table = catalog.plants_data
-    query = select(table.c.label, table.c.sha256).where(table.c.status == "ingested")
-    with catalog.unavailable_on_outage("catalog"), engine.connect() as conn:
-        rows = conn.execute(query).all()
     by_sha: dict[str, str] = {}
-    for label, sha in rows:  # the same bytes under two URLs are one example
+    for label, sha in catalog.ingested_images(engine):  # the same bytes under two URLs are one example
         by_sha.setdefault(sha, label)
     return [Example(raw_key(label, sha), label, sha, split_of(sha)) for sha, label in sorted(by_sha.items())]
 
@@ -74,3 +69,21 @@ def snapshot(engine: Engine, store: ObjectStore) -> tuple[str, list[Example]]:
 def load(store: ObjectStore, version: str) -> list[Example]:
     reader = csv.DictReader(io.StringIO(store.get(manifest_key(version)).decode()))
     return [Example(**{k: row[k] for k in FIELDS}) for row in reader]
+
+
+def split(examples: list[Example], name: str) -> list[Example]:
+    return [e for e in examples if e.split == name]
+
+
+def load_images(
+    store: ObjectStore, examples: list[Example], prep: Preprocessing
+) -> tuple[list[Image.Image], list[int]]:
+    """The examples' images, resized once (`prep.resized`), and their class indices. Threads, because
+    most of the time is the store's round trips and Pillow's decoding, which releases the GIL."""
+
+    def one(example: Example) -> Image.Image:
+        return prep.resized(Image.open(io.BytesIO(store.get(example.key))))
+
+    with ThreadPoolExecutor(8) as pool:
+        images = list(pool.map(one, examples))
+    return images, [prep.classes.index(e.label) for e in examples]

@@ -1,4 +1,4 @@
-"""The exception hierarchy; each class carries the HTTP status it maps to (see functions.http)."""
+"""The exception hierarchy; each class carries the HTTP status it maps to (see functions.lib.api)."""
 
 from __future__ import annotations
 

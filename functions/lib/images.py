@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from PIL import Image, UnidentifiedImageError
 
-from functions.errors import NotAnImage, TooLarge
+from functions.lib.errors import NotAnImage, TooLarge
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 

@@ -1,6 +1,6 @@
 """Training: a compact CNN from scratch (no pretrained weights can be fetched here), exported to ONNX.
 
-Images go through `functions.preprocessing` exactly as serving feeds them; training only replaces the
+Images go through `functions.lib.preprocessing` exactly as serving feeds them; training only replaces the
 centre crop with random augmentation before the shared `normalise`.
 """
 
@@ -17,20 +17,21 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms import v2
 
-from functions.preprocessing import Preprocessing
+from functions.lib.preprocessing import Preprocessing
+from workflows import defaults
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 45
+    epochs: int = defaults.EPOCHS
     batch_size: int = 32
     learning_rate: float = 3e-3
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
     width: int = 32
-    seed: int = 0
+    seed: int = defaults.SEED
     precision: str = "auto"  # "auto", "float32" or "bfloat16"
 
     def __post_init__(self) -> None:

@@ -19,8 +19,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from functions.config import Settings
-from functions.errors import BadRequest, TooLarge, UpstreamError, UpstreamTimeout, URLRefused
+from functions.lib.config import Settings
+from functions.lib.errors import BadRequest, TooLarge, UpstreamError, UpstreamTimeout, URLRefused
 
 CHUNK = 64 * 1024
 

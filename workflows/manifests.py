@@ -1,4 +1,5 @@
-"""Every Argo object Dandelion deploys from Python, and how they are written into platform/."""
+"""Every Argo object Dandelion deploys from Python (one Hera module each), and how `dandelion render`
+writes them, with the MySQL init script, into platform/."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ from typing import Any
 
 from hera.workflows import CronWorkflow, WorkflowTemplate
 
-from functions.catalog import mysql_init_sql
-from workflows.extraction import extract_images
-from workflows.retraining import train_model_template, weekly_retrain
+from functions.lib.catalog import mysql_init_sql
+from workflows import extract_images, train_model, weekly_retrain
 
+# Argo object name -> its Hera builder; platform/argo/<name>.yaml is rendered from it.
 WORKFLOWS: dict[str, Callable[[], WorkflowTemplate | CronWorkflow]] = {
-    "extract-images": extract_images,
-    "train-model": train_model_template,
-    "weekly-retrain": weekly_retrain,
+    "extract-images": extract_images.build,
+    "train-model": train_model.build,
+    "weekly-retrain": weekly_retrain.build,
 }
 
 

@@ -7,13 +7,13 @@ the way it was trained.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-CLASSES = ("dandelion", "grass")
+from functions.lib.labels import LABELS
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class Preprocessing:
     resize: int = 144  # the shorter side before the centre crop; training crops at random from it
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    classes: tuple[str, ...] = field(default=CLASSES)
+    classes: tuple[str, ...] = LABELS  # the order of the model's outputs
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlparse
 
-from functions.errors import ConfigError, NotFound, Unavailable
+from functions.lib.errors import ConfigError, NotFound, Unavailable
 
 
 class ObjectStore(Protocol):

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from functions.errors import BadRequest
-from functions.model_layout import MODEL_NAME
+from functions.lib.errors import BadRequest
+from functions.lib.layout import MODEL_NAME
 
 INPUT = "image"
 OUTPUTS = ("probabilities", "predicted_class")

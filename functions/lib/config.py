@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from functions.errors import ConfigError
+from functions.lib.errors import ConfigError
 
 MiB = 1024 * 1024
 

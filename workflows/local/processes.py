@@ -1,9 +1,11 @@
-"""Processes of the local stack: the functions as real functions-framework servers, and a file mirror."""
+"""Processes of the local stack: the functions as real functions-framework servers, the MLflow server,
+and a loopback file mirror; the same helpers start them for `make up`, the tests and the benchmarks."""
 
 from __future__ import annotations
 
 import functools
 import http.server
+import importlib.util
 import os
 import socket
 import subprocess
@@ -15,8 +17,9 @@ from pathlib import Path
 
 import requests
 
-import functions
+from functions.lib.layout import MLFLOW_ARTIFACTS
 
+# Each part's functions-framework target: a function of the same name in module functions.<target>.
 FUNCTION_TARGETS = {"predict": "predict", "ingest-one-url": "ingest_one_url"}
 
 
@@ -36,7 +39,9 @@ def free_port() -> int:
 def function_command(part: str, host: str, port: int) -> list[str]:
     """The functions-framework command line that serves `part`, as the container image runs it."""
     target = FUNCTION_TARGETS[part]
-    source = Path(functions.__file__).parent / f"{target}.py"
+    spec = importlib.util.find_spec(f"functions.{target}")  # the module's file, without importing it
+    if spec is None or spec.origin is None:
+        raise RuntimeError(f"functions.{target} is not installed")
     return [
         sys.executable,
         "-m",
@@ -44,7 +49,7 @@ def function_command(part: str, host: str, port: int) -> list[str]:
         "--target",
         target,
         "--source",
-        str(source),
+        spec.origin,
         "--host",
         host,
         "--port",
@@ -63,7 +68,7 @@ def start_mlflow(home: Path, store_url: str, port: int) -> subprocess.Popen[byte
             "--backend-store-uri",
             f"sqlite:///{home / 'mlflow.db'}",
             "--artifacts-destination",
-            f"{store_url.rstrip('/')}/mlflow-artifacts",
+            f"{store_url.rstrip('/')}/{MLFLOW_ARTIFACTS}",
             "--host",
             "127.0.0.1",
             "--port",

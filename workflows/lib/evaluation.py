@@ -3,8 +3,35 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from functions.lib.onnx_classifier import OnnxClassifier
+from functions.lib.preprocessing import Preprocessing
+from functions.lib.store import ObjectStore
+from workflows.lib import dataset
+
+
+@dataclass(frozen=True)
+class Report:
+    metrics: dict[str, float]
+    matrix: np.ndarray  # the confusion matrix
+    classes: tuple[str, ...]
+
+
+def evaluate(onnx_bytes: bytes, prep: Preprocessing, store: ObjectStore, dataset_version: str) -> Report:
+    """The ONNX model, run by onnxruntime as predict runs it, on the dataset's frozen test split."""
+    images, labels = dataset.load_images(
+        store, dataset.split(dataset.load(store, dataset_version), "test"), prep
+    )
+    predictions = OnnxClassifier(onnx_bytes, prep).classify(images).argmax(axis=1).tolist()
+    return Report(
+        metrics(labels, predictions, prep.classes),
+        confusion(labels, predictions, len(prep.classes)),
+        prep.classes,
+    )
 
 
 def metrics(labels: Sequence[int], predictions: Sequence[int], classes: Sequence[str]) -> dict[str, float]:
@@ -27,7 +54,7 @@ def confusion(labels: Sequence[int], predictions: Sequence[int], n_classes: int)
     return matrix
 
 
-def confusion_figure(matrix: np.ndarray, classes: Sequence[str]):  # -> matplotlib Figure
+def confusion_figure(matrix: np.ndarray, classes: Sequence[str]) -> Any:  # a matplotlib Figure
     import matplotlib
 
     matplotlib.use("Agg")

@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
-from functions.config import Settings
-from functions.errors import NotFound, Unavailable
-from functions.images import open_checked
-from functions.model_layout import metadata_key, model_key, read_champion
-from functions.preprocessing import Preprocessing
-from functions.runtime import OnnxClassifier
-from functions.store import FileStore, ObjectStore, open_store
+from functions.lib.config import Settings
+from functions.lib.errors import NotFound, Unavailable
+from functions.lib.images import open_checked
+from functions.lib.layout import metadata_key, model_cache, model_key, read_champion
+from functions.lib.onnx_classifier import OnnxClassifier
+from functions.lib.preprocessing import Preprocessing
+from functions.lib.store import FileStore, ObjectStore, open_store
 
 STAGE_SECONDS = Histogram(
     "dandelion_predict_stage_seconds",
@@ -121,7 +121,7 @@ def _sha256(data: bytes) -> str:
 class ModelServer:
     def __init__(self, settings: Settings, store: ObjectStore) -> None:
         self.settings = settings
-        self.files = ModelFiles(store, settings.home / "model-cache", settings.inference_threads)
+        self.files = ModelFiles(store, model_cache(settings.home), settings.inference_threads)
         self.store = store
         self._model: LoadedModel | None = None
         self._lock = threading.Lock()

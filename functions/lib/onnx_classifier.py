@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from functions.preprocessing import Preprocessing
+from functions.lib.preprocessing import Preprocessing
 
 
 class OnnxClassifier:

@@ -30,12 +30,18 @@ from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from functions.errors import Unavailable
+from functions.lib.errors import Unavailable
+from functions.lib.labels import LABELS
 
-LABELS = ("dandelion", "grass")
 STATUSES = ("pending", "ingested", "failed")
 CANONICAL_PREFIX = "https://raw.githubusercontent.com/btphan95/greenr-airflow/refs/heads/master/data/"
 SEED_PER_LABEL = 200
+
+
+def _sql_list(values: Sequence[str]) -> str:
+    """`'a', 'b'`: constants of our own, never user input, written into CHECK constraints."""
+    return ", ".join(f"'{value}'" for value in values)
+
 
 metadata = MetaData()
 
@@ -60,8 +66,8 @@ plants_data = Table(
         server_default=func.current_timestamp(),
         onupdate=func.current_timestamp(),
     ),
-    CheckConstraint("label IN ('dandelion', 'grass')", name="ck_plants_data_label"),
-    CheckConstraint("status IN ('pending', 'ingested', 'failed')", name="ck_plants_data_status"),
+    CheckConstraint(f"label IN ({_sql_list(LABELS)})", name="ck_plants_data_label"),
+    CheckConstraint(f"status IN ({_sql_list(STATUSES)})", name="ck_plants_data_status"),
     Index("ux_plants_data_url_hash", "url_hash", unique=True),
     Index("ix_plants_data_status", "status"),
     mysql_engine="InnoDB",
@@ -183,6 +189,13 @@ def not_ingested(engine: Engine, limit: int = 0) -> list[dict[str, str]]:
         query = query.limit(limit)
     with unavailable_on_outage("catalog"), engine.connect() as conn:
         return [{"url": r.url_source, "label": r.label} for r in conn.execute(query)]
+
+
+def ingested_images(engine: Engine) -> list[tuple[str, str]]:
+    """(label, sha256) of every ingested row: what a dataset snapshot freezes."""
+    query = select(plants_data.c.label, plants_data.c.sha256).where(plants_data.c.status == "ingested")
+    with unavailable_on_outage("catalog"), engine.connect() as conn:
+        return [(label, sha256) for label, sha256 in conn.execute(query)]
 
 
 def count(engine: Engine) -> int:

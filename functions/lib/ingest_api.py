@@ -1,0 +1,36 @@
+"""The ingest-one-url function's HTTP API: `POST /` with {"url", "label"}, as JSON or as a CloudEvent,
+over `Ingestor`; the function itself (`functions/ingest_one_url.py`) only wires it to functions-framework.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flask
+from prometheus_client import Counter
+
+from functions.lib.api import Routes, json_response, metrics, read_event, require_str
+from functions.lib.ingest import Ingestor
+
+OUTCOMES = Counter("dandelion_ingest_total", "Ingestion attempts by outcome", ["outcome"])
+
+
+def routes(ingestor: Callable[[], Ingestor]) -> Routes:
+    """Path -> method -> handler; `ingestor` builds the ingestor on the first request (cold start)."""
+
+    def ingest(request: flask.Request) -> flask.Response:
+        data = read_event(request)
+        url, label = require_str(data, "url"), require_str(data, "label")
+        try:
+            outcome, row = ingestor().ingest(url, label)
+        except Exception as exc:
+            OUTCOMES.labels(getattr(exc, "code", "internal_error")).inc()
+            raise
+        OUTCOMES.labels(outcome).inc()
+        return json_response({"outcome": outcome, **row}, 201 if outcome == "ingested" else 200)
+
+    def health(_request: flask.Request) -> flask.Response:
+        ingestor()
+        return json_response({"status": "healthy"})
+
+    return {"/": {"POST": ingest}, "/health": {"GET": health}, "/metrics": {"GET": metrics}}

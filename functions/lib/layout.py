@@ -1,0 +1,59 @@
+"""Where everything lives: the object-store layout of DESIGN.md, and the local folders under DANDELION_HOME.
+
+Every key Dandelion reads or writes is built here, so ingestion, the dataset snapshot, promotion and the
+predict function cannot disagree about a path.
+
+| key | written by | read by |
+|---|---|---|
+| `raw/<label>/<sha256>.jpg` | ingest-one-url | the dataset snapshot, training |
+| `datasets/<dataset_version>/manifest.csv` | the snapshot step | training, evaluation, promotion |
+| `models/<version>/model.onnx`, `metadata.json` | promotion | predict |
+| `models/champion.json` | promotion, last | predict, the gate, `dandelion up` |
+| `mlflow-artifacts/...` | the local MLflow server | MLflow clients |
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from functions.lib.errors import NotFound
+from functions.lib.store import ObjectStore
+
+# The served model's name: in the MLflow registry (whose version numbers name the folders under
+# models/) and in the Open Inference Protocol routes.
+MODEL_NAME = "dandelion-grass"
+CHAMPION_KEY = "models/champion.json"
+# The local MLflow server keeps its artifacts in the same store, under this prefix.
+MLFLOW_ARTIFACTS = "mlflow-artifacts"
+
+
+def raw_key(label: str, sha256: str) -> str:
+    """An ingested image, content-addressed; non-JPEG sources are re-encoded, hence always .jpg."""
+    return f"raw/{label}/{sha256}.jpg"
+
+
+def manifest_key(dataset_version: str) -> str:
+    return f"datasets/{dataset_version}/manifest.csv"
+
+
+def model_key(version: str) -> str:
+    return f"models/{version}/model.onnx"
+
+
+def metadata_key(version: str) -> str:
+    return f"models/{version}/metadata.json"
+
+
+def model_cache(home: Path) -> Path:
+    """The predict function's local copy of the models it served, with the same keys as the store."""
+    return home / "model-cache"
+
+
+def read_champion(store: ObjectStore) -> dict[str, Any] | None:
+    """The pointer to the serving model, or None before the first promotion."""
+    try:
+        return json.loads(store.get(CHAMPION_KEY))
+    except NotFound:
+        return None

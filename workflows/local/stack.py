@@ -1,0 +1,114 @@
+"""The local stack that `dandelion up` (so `make up`) runs, as a library function: start MLflow and the
+functions, seed the catalog, run extract-images, run train-model when there is no champion, report the
+URLs; stop every process it started on the way out, whatever happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from subprocess import Popen
+
+from functions.lib import catalog
+from functions.lib.config import DEFAULT_PORTS, Settings
+from functions.lib.layout import read_champion
+from functions.lib.store import open_store
+from workflows.local.processes import (
+    FUNCTION_TARGETS,
+    serve_directory,
+    start_function,
+    start_mlflow,
+    wait_healthy,
+)
+
+
+def run_workflow(name: str, parameters: Mapping[str, str], settings: Settings) -> str:
+    """Run a workflow's rendered manifest with the local runner; returns the entrypoint's result."""
+    from workflows.local.runner import LocalRunner
+    from workflows.manifests import manifests
+
+    runner = LocalRunner(manifests())
+    declared = runner.arguments(name)
+    # The cluster default of `ingest-url` means nothing here: the local function's URL replaces it.
+    local = {"ingest-url": settings.ingest_url} if "ingest-url" in declared else {}
+    return runner.run(name, local | dict(parameters))
+
+
+@contextmanager
+def _environment(updates: Mapping[str, str]) -> Iterator[None]:
+    """Set variables for this process and the processes it starts (the in-process workflow steps read
+    them as a pod reads its ConfigMap), and put the previous values back afterwards."""
+    saved = {name: os.environ.get(name) for name in updates}
+    os.environ.update(updates)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _stopping(process: Popen[bytes]) -> Callable[[], None]:
+    def stop() -> None:
+        process.terminate()
+        process.wait(timeout=30)
+
+    return stop
+
+
+@contextmanager
+def local_stack(
+    mirror: Path | None = None,
+    ports: Mapping[str, int] = DEFAULT_PORTS,
+    train_parameters: Mapping[str, str] | None = None,
+    report: Callable[[str], None] = print,
+) -> Iterator[dict[str, str]]:
+    """Everything `make up` starts, ready to serve; yields the URLs by part. `mirror` is a folder served
+    over loopback in place of the canonical source URLs (these machines have no internet)."""
+    urls = {part: f"http://127.0.0.1:{ports[part]}" for part in (*FUNCTION_TARGETS, "mlflow")}
+    env = {"DANDELION_INGEST_URL": f"{urls['ingest-one-url']}/", "DANDELION_PREDICT_URL": urls["predict"]}
+    with ExitStack() as stack:
+        if mirror is not None:
+            server = serve_directory(mirror)
+            stack.callback(server.shutdown)
+            env["DANDELION_SOURCE_MIRROR"] = (
+                f"{catalog.CANONICAL_PREFIX}=http://127.0.0.1:{server.server_port}/"
+            )
+            env["DANDELION_ALLOW_PRIVATE_URLS"] = "1"
+            report(f"mirror of {mirror} on http://127.0.0.1:{server.server_port}/")
+        start_own_mlflow = not os.environ.get("MLFLOW_TRACKING_URI")
+        if start_own_mlflow:
+            env["MLFLOW_TRACKING_URI"] = urls["mlflow"]
+        stack.enter_context(_environment(env))
+        settings = Settings.from_env()
+        settings.home.mkdir(parents=True, exist_ok=True)
+        if start_own_mlflow:
+            mlflow = start_mlflow(settings.home, settings.store_url, ports["mlflow"])
+            stack.callback(_stopping(mlflow))
+            wait_healthy(f"{urls['mlflow']}/health", mlflow, timeout=120)
+        started = {part: start_function(part, ports[part]) for part in FUNCTION_TARGETS}
+        for process in started.values():
+            stack.callback(_stopping(process))
+        wait_healthy(f"{urls['ingest-one-url']}/health", started["ingest-one-url"])
+
+        engine = catalog.open_catalog(settings.db_url)
+        report(f"seeded {catalog.seed(engine)} new catalog rows")
+        summary = json.loads(run_workflow("extract-images", {}, settings) or "{}")
+        report(f"extract-images: {json.dumps({k: v for k, v in summary.items() if k != 'failures'})}")
+        report(f"catalog: {catalog.counts_by_status(engine)}")
+        store = open_store(settings.store_url)
+        if read_champion(store) is None:
+            report("no champion yet: running train-model (a few minutes)")
+            report(f"train-model: {run_workflow('train-model', train_parameters or {}, settings)}")
+        report(f"champion: {read_champion(store)}")
+        report(f"MLflow: {os.environ['MLFLOW_TRACKING_URI']}")
+        report(f"ingest-one-url: {urls['ingest-one-url']}/")
+        wait_healthy(f"{urls['predict']}/health", started["predict"])  # 503 until it has a model
+        report(f"predict: {urls['predict']}/predict  (curl -F file=@image.jpg {urls['predict']}/predict)")
+        report(f"catalog: {settings.db_url}  store: {settings.store_url}")
+        yield urls

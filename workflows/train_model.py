@@ -1,0 +1,109 @@
+"""`train-model` (WorkflowTemplate): snapshot the dataset, train, evaluate, register, promote through the
+quality gate, roll predict out onto the new champion.
+
+Each step hands its JSON result, grown by what it adds, to the next, and is a few lines over the library:
+`workflows.lib.dataset` (the snapshot), `tracking` (MLflow: the training run, loading, the registry),
+`evaluation`, `promotion` (the gate and publishing) and `rollout`. MLflow and torch are imported inside
+the steps that use them, so that rendering the YAML needs neither.
+No `from __future__ import annotations` here: Hera reads the step signatures at render time.
+"""
+
+from collections import Counter
+from typing import Any
+
+from hera.workflows import DAG, Resources, WorkflowTemplate
+
+from functions.lib.catalog import open_catalog
+from functions.lib.config import Settings
+from functions.lib.store import ObjectStore, open_store
+from workflows import defaults
+from workflows.argo import inputs, step, workflow_template
+from workflows.lib import dataset, rollout
+
+
+def _store() -> ObjectStore:
+    return open_store(Settings.from_env().store_url)
+
+
+@step()
+def snapshot_dataset() -> dict[str, Any]:
+    """Freeze the ingested rows into a manifest; the same rows give the same version."""
+    settings = Settings.from_env()
+    version, examples = dataset.snapshot(open_catalog(settings.db_url), open_store(settings.store_url))
+    return {"dataset_version": version, "images": dict(Counter(e.split for e in examples))}
+
+
+@step(resources=Resources(cpu_request=2, memory_request="3Gi"))
+def train_model(
+    snapshot: dict[str, Any], epochs: int = defaults.EPOCHS, seed: int = defaults.SEED
+) -> dict[str, Any]:
+    """Train on the snapshot's train split, log everything to a new MLflow run, log the model (ONNX)."""
+    from workflows.lib import tracking
+
+    run_id, model_uri = tracking.train_run(_store(), snapshot, epochs, seed)
+    return snapshot | {"run_id": run_id, "model_uri": model_uri}
+
+
+@step()
+def evaluate_model(trained: dict[str, Any]) -> dict[str, Any]:
+    """Test metrics of the exported ONNX model (what will serve) on the frozen test split, to MLflow."""
+    from workflows.lib import tracking
+    from workflows.lib.evaluation import evaluate
+
+    onnx_bytes, prep = tracking.load_model(trained["run_id"], trained["model_uri"])
+    report = evaluate(onnx_bytes, prep, _store(), trained["dataset_version"])
+    tracking.log_evaluation(trained["run_id"], report)
+    return trained | {"metrics": report.metrics}
+
+
+@step()
+def register_model(evaluated: dict[str, Any]) -> dict[str, Any]:
+    """Every candidate is registered; promotion decides which one serves."""
+    from workflows.lib import tracking
+
+    return evaluated | {"version": tracking.register(evaluated["model_uri"], evaluated["dataset_version"])}
+
+
+@step()
+def promote_model(registered: dict[str, Any], min_accuracy: float = defaults.MIN_ACCURACY) -> dict[str, Any]:
+    """The gate: at least `min_accuracy`, and not below the champion re-evaluated on the same test split."""
+    from workflows.lib import promotion, tracking
+
+    decision = promotion.promote(_store(), tracking.candidate(registered), min_accuracy)
+    tracking.record_promotion(registered["version"], decision["promoted"], decision["reason"])
+    return registered | decision
+
+
+@step()
+def roll_out(promoted: dict[str, Any]) -> dict[str, Any]:
+    """Move serving onto the new champion: on Knative, pin the predict Service to the version."""
+    if not promoted["promoted"]:
+        return {"version": promoted["version"], "rolled_out": False, "reason": promoted["reason"]}
+    return {
+        "version": promoted["version"],
+        "rolled_out": True,
+        "how": rollout.roll_out_predict(promoted["version"]),
+    }
+
+
+def build() -> WorkflowTemplate:
+    with (
+        workflow_template("train-model", "train", defaults.TRAIN_PARAMETERS) as template,
+        DAG(name="train", inputs=inputs(defaults.TRAIN_PARAMETERS)),
+    ):
+        snapshot = snapshot_dataset()
+        trained = train_model(
+            arguments={
+                "snapshot": snapshot.result,
+                "epochs": "{{inputs.parameters.epochs}}",
+                "seed": "{{inputs.parameters.seed}}",
+            }
+        )
+        evaluated = evaluate_model(arguments={"trained": trained.result})
+        registered = register_model(arguments={"evaluated": evaluated.result})
+        promoted = promote_model(
+            arguments={"registered": registered.result, "min_accuracy": "{{inputs.parameters.min-accuracy}}"}
+        )
+        rolled = roll_out(arguments={"promoted": promoted.result})
+        snapshot >> trained >> evaluated >> registered >> promoted >> rolled
+    return template

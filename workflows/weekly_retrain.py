@@ -1,0 +1,38 @@
+"""`weekly-retrain` (CronWorkflow): extraction then training, once a week, through the `extract` and
+`train` templates of the two WorkflowTemplates (`templateRef`), so the steps are defined only there."""
+
+from hera.workflows import DAG, CronWorkflow, Task
+from hera.workflows.models import TemplateRef
+
+from workflows import defaults
+from workflows.argo import arguments, inputs, pass_inputs
+
+
+def build() -> CronWorkflow:
+    """Mondays at 03:00 UTC; a run still going blocks the next (concurrencyPolicy Forbid)."""
+    parameters = defaults.EXTRACT_PARAMETERS | defaults.TRAIN_PARAMETERS
+    with (
+        CronWorkflow(
+            name="weekly-retrain",
+            schedules=[defaults.WEEKLY_SCHEDULE],
+            timezone="UTC",
+            concurrency_policy="Forbid",
+            starting_deadline_seconds=3600,
+            entrypoint="retrain",
+            service_account_name=defaults.SERVICE_ACCOUNT,
+            arguments=arguments(parameters),
+        ) as cron,
+        DAG(name="retrain", inputs=inputs(parameters)),
+    ):
+        extract = Task(
+            name="extract-images",
+            template_ref=TemplateRef(name="extract-images", template="extract"),
+            arguments=pass_inputs(defaults.EXTRACT_PARAMETERS),
+        )
+        train = Task(
+            name="train-model",
+            template_ref=TemplateRef(name="train-model", template="train"),
+            arguments=pass_inputs(defaults.TRAIN_PARAMETERS),
+        )
+        extract >> train
+    return cron
