@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.server
 import io
 import os
-import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from PIL import Image
 
 from functions.lib.catalog import CANONICAL_PREFIX
 from tests.support import DATASET, train_tiny_model
-from workflows.local.processes import disable_mlflow_telemetry, free_port, start_function, wait_healthy
+from workflows.local.processes import disable_mlflow_telemetry, free_port, start_function, stop, wait_healthy
 
 
 def pytest_configure() -> None:
@@ -206,11 +205,7 @@ class FunctionProcess:
         wait_healthy(f"{self.url}{ready}", self.process)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop(self.process)
 
 
 def function_env(
@@ -245,8 +240,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         os.environ["MLFLOW_TRACKING_URI"] = uri
         yield uri
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop(process)
         if saved is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:

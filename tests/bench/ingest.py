@@ -18,7 +18,7 @@ from pathlib import Path
 
 from functions.lib import catalog
 from tests.support import mirrored_env
-from workflows.local.processes import free_port, serve_directory, start_function, wait_healthy
+from workflows.local.processes import free_port, serve_directory, start_function, stop, wait_healthy
 
 
 def timed_run(env: dict[str, str]) -> tuple[float, dict]:
@@ -50,8 +50,7 @@ def main() -> int:
             second, summary2 = timed_run(env)
             counts = catalog.counts_by_status(engine)
         finally:
-            function.terminate()
-            function.wait()
+            stop(function)
             mirror.shutdown()
     result = {
         "benchmark": "ingest",

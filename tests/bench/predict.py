@@ -43,7 +43,7 @@ from functions.lib.images import open_checked
 from functions.lib.onnx_classifier import OnnxClassifier
 from functions.lib.preprocessing import Preprocessing
 from tests.support import DATASET, ROOT, publish_model, train_tiny_model
-from workflows.local.processes import free_port, start_function
+from workflows.local.processes import free_port, start_function, stop
 
 MiB = 1024 * 1024
 
@@ -99,8 +99,7 @@ def cold_start(env: dict[str, str], body: tuple[bytes, str]) -> float:
             except ConnectionError:
                 time.sleep(0.002)
     finally:
-        process.terminate()
-        process.wait()
+        stop(process)
 
 
 def rss_mib(pid: int) -> float:
@@ -155,8 +154,7 @@ def warm(env: dict[str, str], bodies: list[tuple[bytes, str]]) -> dict:
         worker = children(process.pid)
         memory = {"arbiter": rss_mib(process.pid), "worker": sum(rss_mib(pid) for pid in worker)}
     finally:
-        process.terminate()
-        process.wait()
+        stop(process)
     latencies.sort()
     return {
         "p50_ms_1_client": round(1000 * latencies[len(latencies) // 2], 2),

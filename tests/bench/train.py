@@ -21,7 +21,14 @@ from pathlib import Path
 from functions.lib.layout import read_champion
 from functions.lib.store import open_store
 from tests.support import mirrored_env
-from workflows.local.processes import free_port, serve_directory, start_function, start_mlflow, wait_healthy
+from workflows.local.processes import (
+    free_port,
+    serve_directory,
+    start_function,
+    start_mlflow,
+    stop,
+    wait_healthy,
+)
 
 
 def dandelion(env: dict[str, str], *args: str) -> str:
@@ -54,8 +61,7 @@ def main() -> int:
             champion = read_champion(open_store((home / "objects").as_uri()))
         finally:
             for process in processes:
-                process.terminate()
-                process.wait()
+                stop(process)
             mirror.shutdown()
     metrics = champion["metrics"] if champion else {}
     result = {

@@ -3,10 +3,12 @@ and a loopback file mirror; the same helpers start them for `make up`, the tests
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -57,9 +59,28 @@ def function_command(part: str, host: str, port: int) -> list[str]:
     ]
 
 
+def start(command: list[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """A server process in a session of its own, so that `stop` reaches its workers too (gunicorn's,
+    uvicorn's) and a Ctrl-C meant for `dandelion up` reaches only `up`, which stops them in order."""
+    return subprocess.Popen(command, env=dict(env or os.environ), start_new_session=True)
+
+
+def stop(process: subprocess.Popen[bytes], grace: float = 5) -> None:
+    """SIGTERM to the process and everything it started, SIGKILL to what is left after `grace` seconds,
+    as Kubernetes stops a pod: gunicorn's graceful shutdown would otherwise wait up to 30 s for a client
+    that keeps an idle connection open, and killing the arbiter alone leaves its worker serving."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 def start_mlflow(home: Path, store_url: str, port: int) -> subprocess.Popen[bytes]:
     """A real MLflow tracking server: SQLite backend under `home`, artifacts proxied into the store."""
-    return subprocess.Popen(
+    return start(
         [
             sys.executable,
             "-m",
@@ -80,7 +101,7 @@ def start_mlflow(home: Path, store_url: str, port: int) -> subprocess.Popen[byte
 
 
 def start_function(part: str, port: int, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(function_command(part, "127.0.0.1", port), env=dict(env or os.environ))
+    return start(function_command(part, "127.0.0.1", port), env)
 
 
 def wait_healthy(url: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 60) -> None:

@@ -10,7 +10,6 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from subprocess import Popen
 
 from functions.lib import catalog
 from functions.lib.config import DEFAULT_PORTS, Settings
@@ -21,6 +20,7 @@ from workflows.local.processes import (
     serve_directory,
     start_function,
     start_mlflow,
+    stop,
     wait_healthy,
 )
 
@@ -53,14 +53,6 @@ def _environment(updates: Mapping[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def _stopping(process: Popen[bytes]) -> Callable[[], None]:
-    def stop() -> None:
-        process.terminate()
-        process.wait(timeout=30)
-
-    return stop
-
-
 @contextmanager
 def local_stack(
     mirror: Path | None = None,
@@ -74,7 +66,7 @@ def local_stack(
     env = {"DANDELION_INGEST_URL": f"{urls['ingest-one-url']}/", "DANDELION_PREDICT_URL": urls["predict"]}
     with ExitStack() as stack:
         if mirror is not None:
-            server = serve_directory(mirror)
+            server = stack.enter_context(serve_directory(mirror))  # closes its socket on the way out
             stack.callback(server.shutdown)
             env["DANDELION_SOURCE_MIRROR"] = (
                 f"{catalog.CANONICAL_PREFIX}=http://127.0.0.1:{server.server_port}/"
@@ -89,11 +81,11 @@ def local_stack(
         settings.home.mkdir(parents=True, exist_ok=True)
         if start_own_mlflow:
             mlflow = start_mlflow(settings.home, settings.store_url, ports["mlflow"])
-            stack.callback(_stopping(mlflow))
+            stack.callback(stop, mlflow)
             wait_healthy(f"{urls['mlflow']}/health", mlflow, timeout=120)
         started = {part: start_function(part, ports[part]) for part in FUNCTION_TARGETS}
         for process in started.values():
-            stack.callback(_stopping(process))
+            stack.callback(stop, process)
         wait_healthy(f"{urls['ingest-one-url']}/health", started["ingest-one-url"])
 
         engine = catalog.open_catalog(settings.db_url)
