@@ -7,6 +7,7 @@ No `from __future__ import annotations` here: Hera reads the step signatures at 
 from typing import Any
 
 from hera.workflows import DAG, RetryStrategy, WorkflowTemplate
+from hera.workflows.models import Backoff, IntOrString
 
 from functions.lib import catalog
 from functions.lib.config import Settings
@@ -21,7 +22,7 @@ def list_pending(limit: int = defaults.EXTRACT_LIMIT) -> list[dict[str, str]]:
     return catalog.not_ingested(catalog.open_catalog(Settings.from_env().db_url), limit)
 
 
-@step(retry_strategy=RetryStrategy(limit=3, backoff={"duration": "2", "factor": "2"}))
+@step(retry_strategy=RetryStrategy(limit=3, backoff=Backoff(duration="2", factor=IntOrString("2"))))
 def ingest_row(ingest_url: str, url: str, label: str) -> dict[str, Any]:
     """One call of ingest-one-url; retried when the function cannot answer."""
     return extraction.ingest_row(ingest_url, url, label)

@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.sql import Executable
 
 from functions.lib.errors import Unavailable
 from functions.lib.labels import LABELS
@@ -136,18 +137,19 @@ def _upsert(engine: Engine, rows: Sequence[dict[str, Any]], update: Iterable[str
         return
     update = list(update)
     dialect = engine.dialect.name
+    stmt: Executable
     if dialect == "sqlite":
-        stmt = sqlite.insert(plants_data).values(list(rows))
-        set_ = {name: stmt.excluded[name] for name in update}
+        lite = sqlite.insert(plants_data).values(list(rows))
+        set_ = {name: lite.excluded[name] for name in update}
         stmt = (
-            stmt.on_conflict_do_update(index_elements=["url_hash"], set_=set_ | {"updated_at": func.now()})
+            lite.on_conflict_do_update(index_elements=["url_hash"], set_=set_ | {"updated_at": func.now()})
             if set_
-            else stmt.on_conflict_do_nothing(index_elements=["url_hash"])
+            else lite.on_conflict_do_nothing(index_elements=["url_hash"])
         )
     elif dialect in ("mysql", "mariadb"):
-        stmt = mysql.insert(plants_data).values(list(rows))
-        set_ = {name: stmt.inserted[name] for name in update} or {"url_hash": stmt.inserted.url_hash}
-        stmt = stmt.on_duplicate_key_update(set_)
+        my = mysql.insert(plants_data).values(list(rows))
+        mset = {name: my.inserted[name] for name in update} or {"url_hash": my.inserted.url_hash}
+        stmt = my.on_duplicate_key_update(mset)
     else:
         raise NotImplementedError(f"catalog dialect {dialect!r}")
     with unavailable_on_outage("catalog"), engine.begin() as conn:

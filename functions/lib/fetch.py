@@ -45,9 +45,10 @@ def _refuse(host: str, port: int, allowed: Callable[[str], bool]) -> None:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise UpstreamError(f"cannot resolve {host!r}: {exc.strerror}") from None
-    for info in infos:
-        if not allowed(info[4][0]):
-            raise URLRefused(f"{host!r} resolves to {info[4][0]}, which is not a public address")
+    for *_, sockaddr in infos:
+        address = str(sockaddr[0])
+        if not allowed(address):
+            raise URLRefused(f"{host!r} resolves to {address}, which is not a public address")
 
 
 class _GuardMixin:

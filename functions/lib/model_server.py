@@ -162,7 +162,7 @@ class ModelServer:
                 started = time.perf_counter()
                 model = self.files.load(version, sha256)
             except NotFound:
-                self._why_not_ready = f"model {target[0]} is not in the object store"
+                self._why_not_ready = f"model {version} is not in the object store"
                 return self._model
             except Unavailable as exc:
                 self._why_not_ready = str(exc)

@@ -30,7 +30,7 @@ def ingest_row(ingest_url: str, url: str, label: str) -> dict[str, Any]:
 def summarise(results: list[dict[str, Any]], max_failed_fraction: float) -> dict[str, Any]:
     """Count the outcomes; fail the workflow when more than `max_failed_fraction` of the rows failed."""
     counts = Counter(r["outcome"] for r in results)
-    summary = {
+    summary: dict[str, Any] = {
         "total": len(results),
         "ingested": counts["ingested"],
         "unchanged": counts["unchanged"],

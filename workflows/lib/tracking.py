@@ -16,6 +16,7 @@ import mlflow
 import mlflow.onnx
 import onnx
 import pandas as pd
+from mlflow.data.pandas_dataset import from_pandas
 
 from functions.lib.layout import MODEL_NAME, manifest_key
 from functions.lib.preprocessing import Preprocessing
@@ -68,7 +69,7 @@ def train_run(store: ObjectStore, snapshot: dict[str, Any], epochs: int, seed: i
             }
         )
         mlflow.log_input(
-            mlflow.data.from_pandas(
+            from_pandas(
                 pd.DataFrame([e.__dict__ for e in examples]),
                 source=store.url(manifest_key(version)),
                 targets="label",
@@ -77,7 +78,11 @@ def train_run(store: ObjectStore, snapshot: dict[str, Any], epochs: int, seed: i
             ),
             context="training",
         )
-        model = train(config, prep, *train_set, *val_set, lambda epoch, m: mlflow.log_metrics(m, step=epoch))
+
+        def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            mlflow.log_metrics(metrics, step=epoch)
+
+        model = train(config, prep, *train_set, *val_set, log_epoch)
         mlflow.log_param("num_parameters", parameter_count(model))
         mlflow.pytorch.log_state_dict(model.state_dict(), "pytorch")
         mlflow.log_dict(prep.to_dict(), "preprocessing.json")

@@ -145,7 +145,7 @@ def train(
 ) -> DandelionNet:
     """Train from scratch; `train_images` are already `prep.resized`. Reports metrics after each epoch."""
     seed_everything(config.seed)
-    model = DandelionNet(len(prep.classes), config.width).to(device(), memory_format=torch.channels_last)
+    model = DandelionNet(len(prep.classes), config.width).to(device()).to(memory_format=torch.channels_last)
     dtype = compute_dtype(config.precision)
     optimiser = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
@@ -190,7 +190,7 @@ def export_onnx(model: nn.Module, prep: Preprocessing) -> bytes:
     torch.onnx.export(
         model.cpu().eval(),
         (example,),
-        out,
+        out,  # type: ignore[arg-type]  # the TorchScript exporter writes to any binary file object
         input_names=["image"],
         output_names=["logits"],
         dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
