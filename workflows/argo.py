@@ -17,6 +17,8 @@ from workflows.defaults import IMAGE, SERVICE_ACCOUNT
 
 step = functools.partial(
     script,
+    # The runner constructor imports the function from the installed package instead of pasting its
+    # source into the YAML: one definition, importable and testable like any other code.
     constructor="runner",
     image=IMAGE,
     env_from=[ConfigMapEnvFrom(name="dandelion-config"), SecretEnvFrom(name="dandelion-secrets")],

@@ -22,6 +22,8 @@ def list_pending(limit: int = defaults.EXTRACT_LIMIT) -> list[dict[str, str]]:
     return catalog.not_ingested(catalog.open_catalog(Settings.from_env().db_url), limit)
 
 
+# Retried only when the function cannot answer (a refused image is an outcome, not an error); the
+# backoff lets a scaled-to-zero ingest-one-url start.
 @step(retry_strategy=RetryStrategy(limit=3, backoff=Backoff(duration="2", factor=IntOrString("2"))))
 def ingest_row(ingest_url: str, url: str, label: str) -> dict[str, Any]:
     """One call of ingest-one-url; retried when the function cannot answer."""

@@ -33,6 +33,7 @@ def snapshot_dataset() -> dict[str, Any]:
     return {"dataset_version": version, "images": dict(Counter(e.split for e in examples))}
 
 
+# Training holds every resized image and the epoch's augmented batch in memory: ask for it.
 @step(resources=Resources(cpu_request=2, memory_request="3Gi"))
 def train_model(
     snapshot: dict[str, Any], epochs: int = defaults.EPOCHS, seed: int = defaults.SEED

@@ -17,7 +17,7 @@ def build() -> CronWorkflow:
             schedules=[defaults.WEEKLY_SCHEDULE],
             timezone="UTC",
             concurrency_policy="Forbid",
-            starting_deadline_seconds=3600,
+            starting_deadline_seconds=3600,  # a controller down at 03:00 still runs it within the hour
             entrypoint="retrain",
             service_account_name=defaults.SERVICE_ACCOUNT,
             arguments=arguments(parameters),

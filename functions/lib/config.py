@@ -26,12 +26,13 @@ class Settings:
     allow_private_urls: bool
     ingest_url: str
     predict_url: str
-    model_version: str | None = None
+    model_version: str | None = None  # set: predict serves this version only (a pinned Knative revision)
     max_upload_bytes: int = 10 * MiB
     model_poll_seconds: float = 10.0
-    inference_threads: int = 2
+    inference_threads: int = 2  # two cores here; one inference must not take a third core's worth
     max_download_bytes: int = 10 * MiB
-    max_image_pixels: int = 40_000_000
+    max_image_pixels: int = 40_000_000  # a 12-megapixel phone photo passes, a decompression bomb does not
+    # Bounds on what one ingestion may cost, whatever the source does (not configurable on purpose).
     connect_timeout: float = 5.0
     read_timeout: float = 15.0
     download_deadline: float = 60.0

@@ -53,6 +53,7 @@ class Ingestor:
                 raise Conflict(
                     f"{url} is already ingested as {existing['label']!r}; relabel it through validate-label"
                 )
+            # The row alone is not proof: the object may have been lost since; then it is fetched again.
             if self.store.exists(raw_key(label, existing["sha256"])):
                 return "unchanged", existing
         try:
@@ -74,7 +75,7 @@ class Ingestor:
             raise
         digest = hashlib.sha256(image).hexdigest()
         key = raw_key(label, digest)
-        if not self.store.exists(key):
+        if not self.store.exists(key):  # content-addressed: the same bytes under another URL are stored once
             self.store.put(key, image, "image/jpeg")
         catalog.record(
             self.engine,

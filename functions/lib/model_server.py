@@ -200,6 +200,8 @@ class ModelServer:
             if model is None:
                 raise Unavailable(self._why_not_ready)
         elif due and not self.pinned:
+            # This request answers with the model it has; the pointer is re-read beside it, so a slow
+            # store never delays an answer.
             self._next_check = time.monotonic() + self.settings.model_poll_seconds
             self._refresh_in_background()
         return model
@@ -209,6 +211,7 @@ class ModelServer:
         model = self.current()
         started = time.perf_counter()
         with STAGE_SECONDS.labels("preprocess").time():
+            # The preprocessing saved with this model, not a default: serving cannot drift from training.
             prep = model.classifier.prep
             limit = self.settings.max_image_pixels
             batch = np.stack([prep(open_checked(data, limit, prep.draft)) for data in payloads])

@@ -93,6 +93,8 @@ class S3Store:
 
         self.bucket = bucket
         self.prefix = f"{prefix}/" if prefix else ""
+        # Retries ride out MinIO restarts; the pool fits extract-images' parallel ingestions and
+        # training's eight loader threads without queueing.
         self.client = boto3.client(
             "s3",
             config=Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32),
@@ -106,6 +108,7 @@ class S3Store:
                 Bucket=self.bucket, Key=self.prefix + _check_key(key), **kwargs
             )
         except ClientError as exc:
+            # HEAD answers a bare 404 (it has no body to name the error); GET names it NoSuchKey.
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 raise NotFound(f"no object {key!r}") from None
             raise Unavailable(f"the object store refused {operation}: {exc}") from exc

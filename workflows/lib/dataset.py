@@ -60,7 +60,7 @@ def snapshot(engine: Engine, store: ObjectStore) -> tuple[str, list[Example]]:
     if not examples:
         raise ValueError("no ingested images to snapshot: run extract-images first")
     data = _to_csv(examples)
-    version = hashlib.sha256(data).hexdigest()[:16]
+    version = hashlib.sha256(data).hexdigest()[:16]  # content-derived: the same rows, the same version
     if not store.exists(manifest_key(version)):
         store.put(manifest_key(version), data, "text/csv")
     return version, examples

@@ -50,6 +50,7 @@ def champion_accuracy(store: ObjectStore, dataset_version: str) -> tuple[str | N
     champion = read_champion(store)
     if champion is None:
         return None, None
+    # The champion may have been trained with other preprocessing (input size, normalisation): its own.
     prep = Preprocessing.from_dict(json.loads(store.get(metadata_key(champion["version"]))))
     report = evaluate(store.get(champion["key"]), prep, store, dataset_version)
     return champion["version"], report.metrics["test_accuracy"]
@@ -92,5 +93,6 @@ def promote(store: ObjectStore, candidate: Candidate, min_accuracy: float) -> di
     reason = gate(candidate.metrics["test_accuracy"], previous_accuracy, min_accuracy)
     if reason:
         return decision | {"promoted": False, "reason": reason}
+    # The ONNX bytes published are the ones evaluated: what serves is what was measured.
     publish(store, candidate.version, candidate.onnx_bytes, metadata(candidate))
     return decision | {"promoted": True, "reason": "passed the quality gate"}

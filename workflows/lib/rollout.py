@@ -20,6 +20,8 @@ SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
 def predict_patch(version: str) -> list[dict[str, str]]:
+    # JSON Patch addresses list items by index: the `test` makes the patch fail, instead of changing
+    # another variable, if someone reorders the Service's environment.
     env = "/spec/template/spec/containers/0/env/0"
     return [
         {"op": "test", "path": f"{env}/name", "value": "DANDELION_MODEL_VERSION"},
@@ -35,12 +37,13 @@ def reload_local_predict(version: str) -> str:
         return f"no predict function answers at {url}; it loads the champion when it starts"
     response.raise_for_status()
     serving = response.json()["version"]
-    if serving != version:
+    if serving != version:  # e.g. a process pinned by DANDELION_MODEL_VERSION: say so, do not pretend
         raise RuntimeError(f"{url} still serves model {serving}, not {version}")
     return f"local predict function at {url} now serves model {version}"
 
 
 def roll_out_predict(version: str) -> str:
+    # Every pod has these variables and the mounted service-account token; nothing else does.
     host = os.environ.get("KUBERNETES_SERVICE_HOST")
     if not host:
         return reload_local_predict(version)

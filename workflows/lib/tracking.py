@@ -58,7 +58,7 @@ def train_run(store: ObjectStore, snapshot: dict[str, Any], epochs: int, seed: i
     )
     train_set = dataset.load_images(store, dataset.split(examples, "train"), prep)
     val_set = dataset.load_images(store, dataset.split(examples, "val"), prep)
-    mlflow.set_experiment(EXPERIMENT)
+    mlflow.set_experiment(EXPERIMENT)  # created on first use, so a fresh tracking server needs no setup
     with mlflow.start_run(tags={"dataset_version": version, "code_version": code_version()}) as run:
         mlflow.log_params(config.to_dict() | {f"prep_{k}": v for k, v in prep.to_dict().items()})
         mlflow.log_params(

@@ -150,19 +150,21 @@ def train(
     optimiser = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
-    steps = config.epochs * -(-len(train_images) // config.batch_size)
+    steps = config.epochs * -(-len(train_images) // config.batch_size)  # ceil: the last batch is partial
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, config.learning_rate, total_steps=steps)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     augment = augmentation(prep)
     y_train = np.asarray(train_labels, dtype=np.int64)
+    # Validation sees images exactly as serving will: centre crop, no augmentation.
     x_val = (
         np.stack([prep.normalise(prep.centre_crop(image)) for image in val_images]) if val_images else None
     )
     y_val = np.asarray(val_labels, dtype=np.int64)
-    order = np.random.default_rng(config.seed)
+    order = np.random.default_rng(config.seed)  # its own generator: the epoch order depends on the seed only
     for epoch in range(config.epochs):
         model.train()
         permutation = order.permutation(len(train_images))
+        # A fresh augmentation of every image each epoch, normalised by the one shared function.
         x_epoch = np.stack([prep.normalise(augment(train_images[i])) for i in permutation])
         seen_loss, correct = 0.0, 0
         for x, y in batches(x_epoch, y_train[permutation], config.batch_size):
@@ -180,6 +182,7 @@ def train(
         if x_val is not None:
             metrics["val_loss"], metrics["val_accuracy"] = evaluate_loss(model, x_val, y_val, loss_fn)
         on_epoch(epoch, metrics)
+    # Back to the default layout for the export: ONNX Runtime gets plain NCHW weights.
     return model.cpu().to(memory_format=torch.contiguous_format).eval()
 
 
