@@ -32,11 +32,41 @@ def check_url(url: str) -> None:
         raise BadRequest(f"only absolute http and https URLs can be ingested, got {url[:200]!r}")
 
 
+# IPv6 prefixes whose last 32 bits are an IPv4 address that the packet reaches: NAT64 (RFC 6052, and the
+# local-use prefix of RFC 8215) and the deprecated IPv4-compatible form (RFC 4291).
+_IPV4_IN_LOW_BITS = tuple(
+    ipaddress.IPv6Network(prefix) for prefix in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96")
+)
+_SITE_LOCAL = ipaddress.IPv6Network("fec0::/10")  # deprecated (RFC 3879), still routed inside some sites
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries (mapped, 6to4, Teredo server and client, NAT64,
+    IPv4-compatible); empty when it carries none."""
+    if ip.ipv4_mapped:
+        return [ip.ipv4_mapped]
+    if ip.sixtofour:
+        return [ip.sixtofour]
+    if ip.teredo:
+        return list(ip.teredo)
+    if any(ip in network for network in _IPV4_IN_LOW_BITS):
+        return [ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)]
+    return []
+
+
 def is_public(address: str) -> bool:
-    """True for globally routable unicast addresses (so not loopback, private, link-local, metadata...)."""
+    """True for globally routable unicast addresses (so not loopback, private, link-local, metadata...).
+
+    An IPv6 address that carries an IPv4 address is judged by that IPv4 address: `64:ff9b::a9fe:a9fe`
+    is the metadata service behind a NAT64 gateway, whatever Python's `is_global` says of the prefix.
+    """
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _SITE_LOCAL:
+            return False
+        embedded = _embedded_ipv4(ip)
+        if embedded:
+            return all(v4.is_global and not v4.is_multicast for v4 in embedded)
     return ip.is_global and not ip.is_multicast
 
 

@@ -32,6 +32,33 @@ def test_public_addresses_pass(address: str) -> None:
     assert is_public(address) is True
 
 
+# Internal addresses written as IPv6 forms that carry an IPv4 address, and public ones in the same forms.
+EMBEDDED = {
+    "NAT64 (64:ff9b::/96)": ("64:ff9b::a9fe:a9fe", "64:ff9b::808:808"),
+    "local-use NAT64 (64:ff9b:1::/48)": ("64:ff9b:1::7f00:1", "64:ff9b:1::808:808"),
+    "6to4 (2002::/16)": ("2002:a9fe:a9fe::1", "2002:808:808::1"),
+    "IPv4-compatible (::/96)": ("::a9fe:a9fe", "::808:808"),
+    # Teredo stores its client address inverted: 3fff:fdd2 is 192.0.2.45 (documentation, not global),
+    # f7f7:f7f7 is 8.8.8.8; its server, 65.54.227.120, is public.
+    "Teredo (2001::/32)": ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "2001:0:4136:e378:8000:63bf:f7f7:f7f7"),
+}
+
+
+@pytest.mark.parametrize("internal", [pair[0] for pair in EMBEDDED.values()], ids=list(EMBEDDED))
+def test_an_internal_ipv4_address_written_as_ipv6_is_refused(internal: str) -> None:
+    assert is_public(internal) is False
+
+
+@pytest.mark.parametrize("public", [pair[1] for pair in EMBEDDED.values()], ids=list(EMBEDDED))
+def test_a_public_ipv4_address_written_as_ipv6_is_judged_by_its_ipv4_address(public: str) -> None:
+    assert is_public(public) is True
+
+
+@pytest.mark.parametrize("address", ["fec0::1", "fec0:0:0:ffff::1", "feff::1"])
+def test_site_local_ipv6_is_refused(address: str) -> None:
+    assert is_public(address) is False
+
+
 @pytest.mark.parametrize(
     "url",
     ["ftp://example.com/a.jpg", "file:///etc/passwd", "example.com/a.jpg", "http:///a.jpg", "gopher://x/"],
