@@ -6,13 +6,13 @@ from __future__ import annotations
 import flask
 import functions_framework
 
-from functions.lib.api import dispatch, on_first_call
+from functions.lib.api import HttpApi, on_first_call
 from functions.lib.ingest import Ingestor
 from functions.lib.ingest_api import routes
 
-ROUTES = routes(on_first_call(Ingestor.from_settings))
+API = HttpApi("ingest-one-url", routes(on_first_call(Ingestor.from_settings)))
 
 
 @functions_framework.http
 def ingest_one_url(request: flask.Request) -> flask.Response:
-    return dispatch("ingest-one-url", ROUTES, request)
+    return API.handle(request)

@@ -7,13 +7,13 @@ from __future__ import annotations
 import flask
 import functions_framework
 
-from functions.lib.api import dispatch, on_first_call
+from functions.lib.api import HttpApi, on_first_call
 from functions.lib.model_server import ModelServer
 from functions.lib.predict_api import routes
 
-ROUTES = routes(on_first_call(ModelServer.from_settings))
+API = HttpApi("predict", routes(on_first_call(ModelServer.from_settings)))
 
 
 @functions_framework.http
 def predict(request: flask.Request) -> flask.Response:
-    return dispatch("predict", ROUTES, request)
+    return API.handle(request)

@@ -1,4 +1,5 @@
-"""What every function shares over HTTP: routing, the error-to-status mapping, events, logs, metrics."""
+"""What every function's HTTP API shares: routing with Werkzeug's `Map`, the error-to-status mapping,
+request bodies and events, JSON logs and request metrics."""
 
 from __future__ import annotations
 
@@ -7,25 +8,34 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import flask
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug import exceptions as http_errors
+from werkzeug.routing import Map, Rule
 
 from functions.lib.config import Settings
 from functions.lib.errors import BadRequest, DandelionError, MethodNotAllowed, NotFound, TooLarge
 
-Handler = Callable[[flask.Request], flask.Response]
-Routes = Mapping[str, Mapping[str, Handler]]
+Handler = Callable[..., flask.Response]  # (request, **the rule's variables) -> response
 
 MAX_EVENT_BYTES = 64 * 1024
+# Methods counted by name; anything else a client invents is counted as "other", so that no client
+# can grow the metrics without bound.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED = "unmatched"
 
 REQUESTS = Counter(
     "dandelion_http_requests_total", "HTTP requests answered", ["function", "route", "method", "status"]
 )
-LATENCY = Histogram("dandelion_http_request_seconds", "Time to answer an HTTP request", ["function", "route"])
+LATENCY = Histogram(
+    "dandelion_http_request_duration_seconds",
+    "Time to answer an HTTP request, by the route that matched",
+    ["function", "route"],
+)
 
 log = logging.getLogger("dandelion")
 
@@ -68,65 +78,108 @@ def json_response(body: Any, status: int = 200) -> flask.Response:
     return flask.Response(json.dumps(body, default=str), status=status, mimetype="application/json")
 
 
-def error_response(exc: DandelionError) -> flask.Response:
-    body = {"error": exc.code, "message": str(exc)}
+def error_body(path: str, exc: DandelionError) -> dict[str, str]:
+    """Dandelion's routes name the error and explain it; the Open Inference Protocol's routes put the
+    message in `error`, which is what KServe v2 clients (tritonclient, KServe's) show, the code beside it."""
+    if path == "/v2" or path.startswith("/v2/"):
+        return {"error": str(exc), "code": exc.code}
+    return {"error": exc.code, "message": str(exc)}
+
+
+def error_response(path: str, exc: DandelionError) -> flask.Response:
+    body = json.dumps(error_body(path, exc))
     if isinstance(exc, TooLarge):
         # Streamed, because functions-framework reads the whole request body after any other
         # answer: exactly what a size limit must not do.
-        return flask.Response(iter([json.dumps(body)]), status=exc.status, mimetype="application/json")
-    return json_response(body, exc.status)
-
-
-def _handle(function: str, routes: Routes, request: flask.Request) -> tuple[str, flask.Response]:
-    path = request.path.rstrip("/") or "/"
-    methods = routes.get(path)
-    route = path if methods is not None else "unmatched"  # bounded label values for the metrics
-    try:
-        if methods is None:
-            raise NotFound(f"no route {request.path!r}")
-        handler = methods.get(request.method)
-        if handler is None:
-            raise MethodNotAllowed(f"{request.method} is not allowed on {path}; use {', '.join(methods)}")
-        return route, handler(request)
-    except DandelionError as exc:
-        if exc.status >= 500:
-            log.warning(
-                "request failed",
-                extra={"fields": {"function": function, "error": exc.code, "detail": str(exc)}},
-            )
-        return route, error_response(exc)
-    except HTTPException as exc:
-        body = {"error": (exc.name or "http_error").lower().replace(" ", "_"), "message": exc.description}
-        return route, json_response(body, exc.code or 400)
-    except Exception:
-        log.exception("unexpected error", extra={"fields": {"function": function, "path": request.path}})
-        return route, json_response(
-            {"error": "internal_error", "message": "unexpected error; the function's log has the details"},
-            500,
-        )
-
-
-def dispatch(function: str, routes: Routes, request: flask.Request) -> flask.Response:
-    """Route by path and method; every failure becomes a JSON error with the status its class says."""
-    configure_logging()
-    started = time.perf_counter()
-    route, response = _handle(function, routes, request)
-    elapsed = time.perf_counter() - started
-    LATENCY.labels(function, route).observe(elapsed)
-    REQUESTS.labels(function, route, request.method, str(response.status_code)).inc()
-    log.info(
-        "request",
-        extra={
-            "fields": {
-                "function": function,
-                "method": request.method,
-                "path": request.path,
-                "status": response.status_code,
-                "seconds": round(elapsed, 4),
-            }
-        },
-    )
+        response = flask.Response(iter([body]), status=exc.status, mimetype="application/json")
+    else:
+        response = flask.Response(body, status=exc.status, mimetype="application/json")
+    if isinstance(exc, MethodNotAllowed):
+        response.headers["Allow"] = ", ".join(exc.allow)  # RFC 9110: a 405 says what is allowed
     return response
+
+
+@dataclass(frozen=True)
+class Route:
+    """A Werkzeug rule (`/submissions/<int:id>`), the methods it answers, and its handler. GET routes
+    answer HEAD too, as Werkzeug's routing adds it; the server then sends the headers alone."""
+
+    rule: str
+    handler: Handler
+    methods: tuple[str, ...] = ("GET",)
+
+
+class HttpApi:
+    """One function's routes. Every answer is JSON; every failure becomes the status its error class
+    says, with a 500 only for a bug (logged, never shown); each request is logged and counted by the
+    rule that matched, never by the raw path."""
+
+    def __init__(self, function: str, routes: Iterable[Route]) -> None:
+        self.function = function
+        routes = list(routes)
+        self.handlers = {route.rule: route.handler for route in routes}
+        self.map = Map([Rule(route.rule, endpoint=route.rule, methods=route.methods) for route in routes])
+
+    def _match(self, request: flask.Request) -> tuple[str, Mapping[str, Any]]:
+        # A trailing slash is accepted anywhere (`/predict/` is `/predict`) instead of redirected.
+        path = request.path.rstrip("/") or "/"
+        try:
+            rule, arguments = self.map.bind("localhost").match(path, method=request.method)
+            return str(rule), arguments
+        except http_errors.MethodNotAllowed as exc:
+            allowed = sorted(exc.valid_methods or [])
+            usable = ", ".join(m for m in allowed if m != "HEAD")
+            raise MethodNotAllowed(
+                f"{request.method} is not allowed on {path}; use {usable}", allowed
+            ) from None
+        except http_errors.HTTPException:  # NotFound, or a redirect the map would want: neither is served
+            raise NotFound(f"no route {request.path!r}") from None
+
+    def _answer(self, request: flask.Request) -> tuple[str, flask.Response]:
+        route = UNMATCHED
+        try:
+            route, arguments = self._match(request)
+            return route, self.handlers[route](request, **arguments)
+        except DandelionError as exc:
+            if exc.status >= 500:
+                log.warning(
+                    "request failed",
+                    extra={"fields": {"function": self.function, "error": exc.code, "detail": str(exc)}},
+                )
+            return route, error_response(request.path, exc)
+        except http_errors.HTTPException as exc:  # Werkzeug's own, from parsing a body (a bad multipart)
+            description = exc.description or "the request could not be parsed"
+            error = TooLarge(description) if exc.code == 413 else BadRequest(description)
+            return route, error_response(request.path, error)
+        except Exception:
+            log.exception(
+                "unexpected error", extra={"fields": {"function": self.function, "path": request.path}}
+            )
+            message = "unexpected error; the function's log has the details"
+            return route, json_response({"error": "internal_error", "message": message}, 500)
+
+    def handle(self, request: flask.Request) -> flask.Response:
+        """Answer one request: what the functions-framework target calls."""
+        configure_logging()
+        started = time.perf_counter()
+        route, response = self._answer(request)
+        elapsed = time.perf_counter() - started
+        method = request.method if request.method in KNOWN_METHODS else "other"
+        LATENCY.labels(self.function, route).observe(elapsed)
+        REQUESTS.labels(self.function, route, method, str(response.status_code)).inc()
+        log.info(
+            "request",
+            extra={
+                "fields": {
+                    "function": self.function,
+                    "method": request.method[:16],
+                    "path": request.path[:200],
+                    "status": response.status_code,
+                    "seconds": round(elapsed, 4),
+                }
+            },
+        )
+        return response
 
 
 def metrics(_request: flask.Request) -> flask.Response:
@@ -139,7 +192,7 @@ def read_body(request: flask.Request, limit: int) -> bytes:
     request.max_content_length = limit + 1  # a body of limit + 1 bytes tells "over" from "exactly"
     try:
         body = request.get_data(cache=True)
-    except RequestEntityTooLarge:
+    except http_errors.RequestEntityTooLarge:
         body = None
     if body is None or len(body) > limit:
         raise TooLarge(f"the request body is over the {limit}-byte limit")

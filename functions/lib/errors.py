@@ -42,6 +42,10 @@ class MethodNotAllowed(DandelionError):
     status = 405
     code = "method_not_allowed"
 
+    def __init__(self, message: str, allow: list[str]) -> None:
+        super().__init__(message)
+        self.allow = allow  # the methods the route answers: the 405's Allow header
+
 
 class Conflict(DandelionError):
     status = 409

@@ -9,14 +9,14 @@ from collections.abc import Callable
 import flask
 from prometheus_client import Counter
 
-from functions.lib.api import Routes, json_response, metrics, read_event, require_str
+from functions.lib.api import Route, json_response, metrics, read_event, require_str
 from functions.lib.ingest import Ingestor
 
 OUTCOMES = Counter("dandelion_ingest_total", "Ingestion attempts by outcome", ["outcome"])
 
 
-def routes(ingestor: Callable[[], Ingestor]) -> Routes:
-    """Path -> method -> handler; `ingestor` builds the ingestor on the first request (cold start)."""
+def routes(ingestor: Callable[[], Ingestor]) -> list[Route]:
+    """`ingestor` builds the ingestor on the first request (the cold start)."""
 
     def ingest(request: flask.Request) -> flask.Response:
         data = read_event(request)
@@ -33,4 +33,4 @@ def routes(ingestor: Callable[[], Ingestor]) -> Routes:
         ingestor()
         return json_response({"status": "healthy"})
 
-    return {"/": {"POST": ingest}, "/health": {"GET": health}, "/metrics": {"GET": metrics}}
+    return [Route("/", ingest, ("POST",)), Route("/health", health), Route("/metrics", metrics)]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram, Info
 
 from functions.lib.config import Settings
 from functions.lib.errors import NotFound, Unavailable
@@ -31,7 +31,7 @@ from functions.lib.preprocessing import Preprocessing
 from functions.lib.store import FileStore, ObjectStore, open_store
 
 STAGE_SECONDS = Histogram(
-    "dandelion_predict_stage_seconds",
+    "dandelion_predict_stage_duration_seconds",
     "Time per prediction stage and request",
     ["stage"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
@@ -45,12 +45,14 @@ CONFIDENCE = Histogram(
     buckets=(0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
 )
 LOAD_SECONDS = Histogram(
-    "dandelion_model_load_seconds",
+    "dandelion_model_load_duration_seconds",
     "Time to fetch and load a model",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 COLD_STARTS = Counter("dandelion_cold_starts_total", "Processes that loaded their first model")
-SERVING = Gauge("dandelion_model_serving", "1 for the model version this process serves", ["model_version"])
+# Info-style: one series, `dandelion_model_info{model_version="N"} 1`, replaced on a swap, so the old
+# version leaves no stale series behind.
+SERVING = Info("dandelion_model", "The model version this process serves")
 
 log = logging.getLogger("dandelion")
 
@@ -170,9 +172,7 @@ class ModelServer:
             LOAD_SECONDS.observe(time.perf_counter() - started)
             if current is None:
                 COLD_STARTS.inc()
-            else:
-                SERVING.labels(current.version).set(0)
-            SERVING.labels(version).set(1)
+            SERVING.info({"model_version": version})
             log.info(
                 "model loaded",
                 extra={"fields": {"version": version, "previous": current and current.version}},

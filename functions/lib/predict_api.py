@@ -11,7 +11,7 @@ from collections.abc import Callable
 import flask
 
 from functions.lib import inference_protocol as v2
-from functions.lib.api import Routes, json_response, metrics, read_body
+from functions.lib.api import Route, json_response, metrics, read_body
 from functions.lib.errors import BadRequest, Unavailable
 from functions.lib.layout import MODEL_NAME
 from functions.lib.model_server import ModelServer, describe
@@ -33,8 +33,8 @@ def _uploads(request: flask.Request, limit: int) -> tuple[list[bytes], bool]:
     return [body], False
 
 
-def routes(server: Callable[[], ModelServer]) -> Routes:
-    """Path -> method -> handler; `server` builds the model server on the first request (cold start)."""
+def routes(server: Callable[[], ModelServer]) -> list[Route]:
+    """`server` builds the model server on the first request (the cold start)."""
 
     def predict(request: flask.Request) -> flask.Response:
         images, several = _uploads(request, server().settings.max_upload_bytes)
@@ -106,16 +106,16 @@ def routes(server: Callable[[], ModelServer]) -> Routes:
         return response
 
     v2_model = f"/v2/models/{MODEL_NAME}"
-    return {
-        "/predict": {"POST": predict},
-        "/health": {"GET": health},
-        "/model/info": {"GET": model_info},
-        "/model/reload": {"POST": reload},
-        "/metrics": {"GET": metrics},
-        "/v2": {"GET": v2_server},
-        "/v2/health/live": {"GET": v2_live},
-        "/v2/health/ready": {"GET": v2_ready},
-        v2_model: {"GET": v2_metadata},
-        f"{v2_model}/ready": {"GET": v2_model_ready},
-        f"{v2_model}/infer": {"POST": v2_infer},
-    }
+    return [
+        Route("/predict", predict, ("POST",)),
+        Route("/health", health),
+        Route("/model/info", model_info),
+        Route("/model/reload", reload, ("POST",)),
+        Route("/metrics", metrics),
+        Route("/v2", v2_server),
+        Route("/v2/health/live", v2_live),
+        Route("/v2/health/ready", v2_ready),
+        Route(v2_model, v2_metadata),
+        Route(f"{v2_model}/ready", v2_model_ready),
+        Route(f"{v2_model}/infer", v2_infer, ("POST",)),
+    ]

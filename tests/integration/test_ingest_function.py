@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from functions.lib import catalog
 from functions.lib.store import open_store
@@ -235,6 +236,11 @@ def test_routes(service: Service, method: str, path: str, status: int, body: dic
     assert (response.status_code, response.json()) == (status, body)
 
 
+def test_a_405_says_which_methods_are_allowed(service: Service) -> None:
+    assert requests.get(service.url + "/", timeout=30).headers["Allow"] == "POST"
+    assert requests.delete(service.url + "/health", timeout=30).headers["Allow"] == "GET, HEAD"
+
+
 def test_metrics_count_outcomes_and_requests(service: Service) -> None:
     service.post({"url": canonical("grass", 60), "label": "grass"})
     text = requests.get(service.url + "/metrics", timeout=30).text
@@ -243,6 +249,31 @@ def test_metrics_count_outcomes_and_requests(service: Service) -> None:
         'dandelion_http_requests_total{function="ingest-one-url",method="POST",route="/",status="201"}'
         in text
     )
+
+
+def test_metric_labels_stay_bounded_whatever_clients_send(service: Service) -> None:
+    """An invented method is counted as `other` and an unknown path as `unmatched`, never by name."""
+
+    def unmatched(method: str) -> float:
+        text = requests.get(service.url + "/metrics", timeout=30).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "dandelion_http_requests_total" and sample.labels == {
+                    "function": "ingest-one-url",
+                    "route": "unmatched",
+                    "method": method,
+                    "status": "404",
+                }:
+                    return sample.value
+        return 0.0
+
+    before = unmatched("other"), unmatched("GET")
+    for n in range(3):
+        requests.request(f"BREW{n}", f"{service.url}/pot-{n}/tea", timeout=30)
+        requests.get(f"{service.url}/random/{n}", timeout=30)
+    assert (unmatched("other"), unmatched("GET")) == (before[0] + 3, before[1] + 3)
+    text = requests.get(service.url + "/metrics", timeout=30).text
+    assert "BREW" not in text and "pot-" not in text and "random" not in text
 
 
 def test_private_addresses_are_refused_unless_allowed(tmp_path: Path, source: str) -> None:

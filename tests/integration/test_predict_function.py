@@ -13,6 +13,7 @@ import pytest
 import requests
 import tritonclient.http as triton
 from PIL import Image
+from tritonclient.utils import InferenceServerException
 
 from functions.lib.errors import Unavailable
 from functions.lib.model_server import ModelFiles
@@ -182,10 +183,22 @@ def test_unknown_route_and_wrong_method(served) -> None:
         {"error": "not_found", "message": "no route '/nowhere'"},
     )
     wrong = requests.get(f"{served.url}/predict")
-    assert (wrong.status_code, wrong.json()) == (
+    assert (wrong.status_code, wrong.json(), wrong.headers["Allow"]) == (
         405,
         {"error": "method_not_allowed", "message": "GET is not allowed on /predict; use POST"},
+        "POST",
     )
+    post_health = requests.post(f"{served.url}/health")
+    assert (post_health.status_code, post_health.headers["Allow"]) == (405, "GET, HEAD")
+
+
+@pytest.mark.parametrize(
+    "path", ["/health", "/model/info", "/metrics", "/v2/health/ready", "/v2/models/dandelion-grass"]
+)
+def test_head_answers_where_get_does_with_the_headers_alone(served, path: str) -> None:
+    get, head = requests.get(f"{served.url}{path}"), requests.head(f"{served.url}{path}")
+    assert (head.status_code, head.content) == (get.status_code, b"")
+    assert head.headers["Content-Type"] == get.headers["Content-Type"]
 
 
 def test_health_and_model_info(served, tiny_models) -> None:
@@ -215,13 +228,14 @@ def test_metrics_count_predictions(served) -> None:
     text = requests.get(f"{served.url}/metrics").text
     for line in (
         'dandelion_http_requests_total{function="predict",method="POST",route="/predict",status="200"}',
-        'dandelion_predict_stage_seconds_count{stage="preprocess"}',
-        'dandelion_predict_stage_seconds_count{stage="predict"}',
-        'dandelion_predict_stage_seconds_count{stage="postprocess"}',
+        'dandelion_http_request_duration_seconds_count{function="predict",route="/predict"}',
+        'dandelion_predict_stage_duration_seconds_count{stage="preprocess"}',
+        'dandelion_predict_stage_duration_seconds_count{stage="predict"}',
+        'dandelion_predict_stage_duration_seconds_count{stage="postprocess"}',
         "dandelion_prediction_confidence_count",
-        "dandelion_model_load_seconds_count 1.0",
+        "dandelion_model_load_duration_seconds_count 1.0",
         "dandelion_cold_starts_total 1.0",
-        'dandelion_model_serving{model_version="1"} 1.0',
+        'dandelion_model_info{model_version="1"} 1.0',
     ):
         assert line in text, line
     assert 'dandelion_predictions_total{model_version="1",predicted_class=' in text
@@ -267,17 +281,31 @@ def test_v2_refuses_a_bad_request_with_a_4xx(served) -> None:
     response = requests.post(url, json=wrong_name)
     assert (response.status_code, response.json()) == (
         400,
-        {"error": "bad_request", "message": "expected exactly one input named 'image'"},
+        {"error": "expected exactly one input named 'image'", "code": "bad_request"},
     )
     not_base64 = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["%%%"]}]}
     response = requests.post(url, json=not_base64)
-    assert (response.status_code, response.json()["message"]) == (
+    assert (response.status_code, response.json()["error"]) == (
         400,
         "an element of 'image' is not valid base64",
     )
     not_image = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["aGk="]}]}
     assert requests.post(url, json=not_image).status_code == 415
-    assert requests.get(f"{served.url}/v2/models/other-model").status_code == 404
+    missing = requests.get(f"{served.url}/v2/models/other-model")
+    assert (missing.status_code, missing.json()) == (
+        404,
+        {"error": "no route '/v2/models/other-model'", "code": "not_found"},
+    )
+
+
+def test_a_kserve_v2_client_shows_the_servers_message(served) -> None:
+    """tritonclient raises InferenceServerException with the body's `error`: the message, not a code."""
+    client = triton.InferenceServerClient(served.url.removeprefix("http://"))
+    tensor = triton.InferInput("image", [1], "BYTES")
+    tensor.set_data_from_numpy(np.array([b"not an image"], dtype=object), binary_data=True)
+    with pytest.raises(InferenceServerException) as raised:
+        client.infer("dandelion-grass", [tensor])
+    assert raised.value.message() == ("not an image in an accepted format (JPEG, PNG, WEBP, GIF, BMP)")
 
 
 # ---------------------------------------------------------------- model lifecycle

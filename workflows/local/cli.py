@@ -60,11 +60,11 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from workflows.local.processes import function_command
+    from workflows.local.processes import function_command, function_environment
 
     port = int(os.environ.get("PORT") or DEFAULT_PORTS[args.part])
     command = function_command(args.part, os.environ.get("HOST", "127.0.0.1"), port)
-    os.execv(command[0], command)
+    os.execve(command[0], command, function_environment(os.environ))
     return 0  # not reached: the process is now the function
 
 

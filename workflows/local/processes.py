@@ -100,8 +100,14 @@ def start_mlflow(home: Path, store_url: str, port: int) -> subprocess.Popen[byte
     )
 
 
+def function_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` with functions-framework's gunicorn pinned to one worker per instance: the Prometheus
+    metrics live in the worker's memory, and Knative scales a function with instances, not workers."""
+    return dict(env, WORKERS="1")
+
+
 def start_function(part: str, port: int, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return start(function_command(part, "127.0.0.1", port), env)
+    return start(function_command(part, "127.0.0.1", port), function_environment(env or os.environ))
 
 
 def wait_healthy(url: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 60) -> None:
