@@ -12,6 +12,7 @@ import functools
 from collections.abc import Mapping
 
 from hera.workflows import ConfigMapEnvFrom, Parameter, SecretEnvFrom, WorkflowTemplate, script
+from hera.workflows.models import ValueFrom
 
 from workflows.defaults import IMAGE, SERVICE_ACCOUNT
 
@@ -43,6 +44,12 @@ def arguments(defaults: Mapping[str, str]) -> list[Parameter]:
 def inputs(names: Mapping[str, str]) -> list[Parameter]:
     """The entrypoint DAG's inputs: Argo hands it the workflow's arguments of the same names."""
     return [Parameter(name=name) for name in names]
+
+
+def output(name: str, source: str) -> Parameter:
+    """A DAG's output parameter, taken from one of its tasks' outputs (`{{tasks.x.outputs.parameters.y}}`):
+    what a workflow returns, and what a `templateRef` caller reads."""
+    return Parameter(name=name, value_from=ValueFrom(parameter=source))
 
 
 def pass_inputs(names: Mapping[str, str]) -> dict[str, str]:

@@ -1,23 +1,28 @@
 """`extract-images` (WorkflowTemplate): list the catalog rows not yet ingested, call ingest-one-url once
 per row with bounded parallelism, summarise, fail if too many failed.
 
+Steps hand each other named output parameters, which Hera's runner writes to files and Argo reads from
+there (`Annotated[..., Parameter(name=...)]`), never stdout. Each row's outcome is three parameters;
+Argo aggregates a fan-out's parameters into a JSON list of {name: value} maps, which `summarise` reads.
 No `from __future__ import annotations` here: Hera reads the step signatures at render time.
 """
 
-from typing import Any
+from typing import Annotated, Any
 
-from hera.workflows import DAG, RetryStrategy, WorkflowTemplate
+from hera.workflows import DAG, Parameter, RetryStrategy, WorkflowTemplate
 from hera.workflows.models import Backoff, IntOrString
 
 from functions.lib import catalog
 from functions.lib.config import Settings
 from workflows import defaults
-from workflows.argo import inputs, step, workflow_template
+from workflows.argo import inputs, output, step, workflow_template
 from workflows.lib import extraction
 
 
 @step()
-def list_pending(limit: int = defaults.EXTRACT_LIMIT) -> list[dict[str, str]]:
+def list_pending(
+    limit: int = defaults.EXTRACT_LIMIT,
+) -> Annotated[list[dict[str, str]], Parameter(name="rows")]:
     """Rows still to ingest; `limit` 0 means all of them."""
     return catalog.not_ingested(catalog.open_catalog(Settings.from_env().db_url), limit)
 
@@ -25,15 +30,22 @@ def list_pending(limit: int = defaults.EXTRACT_LIMIT) -> list[dict[str, str]]:
 # Retried only when the function cannot answer (a refused image is an outcome, not an error); the
 # backoff lets a scaled-to-zero ingest-one-url start.
 @step(retry_strategy=RetryStrategy(limit=3, backoff=Backoff(duration="2", factor=IntOrString("2"))))
-def ingest_row(ingest_url: str, url: str, label: str) -> dict[str, Any]:
+def ingest_row(
+    ingest_url: str, url: str, label: str
+) -> tuple[
+    Annotated[str, Parameter(name="url")],
+    Annotated[str, Parameter(name="outcome")],
+    Annotated[str, Parameter(name="error")],
+]:
     """One call of ingest-one-url; retried when the function cannot answer."""
-    return extraction.ingest_row(ingest_url, url, label)
+    outcome = extraction.ingest_row(ingest_url, url, label)
+    return outcome.url, outcome.outcome, outcome.error
 
 
 @step()
 def summarise(
-    results: list[dict[str, Any]], max_failed_fraction: float = defaults.MAX_FAILED_FRACTION
-) -> dict[str, Any]:
+    results: list[dict[str, str]], max_failed_fraction: float = defaults.MAX_FAILED_FRACTION
+) -> Annotated[dict[str, Any], Parameter(name="summary")]:
     """Counts of ingested, unchanged and failed rows; fails past `max_failed_fraction`."""
     return extraction.summarise(results, max_failed_fraction)
 
@@ -45,11 +57,12 @@ def build() -> WorkflowTemplate:
             name="extract",
             parallelism=defaults.EXTRACT_PARALLELISM,
             inputs=inputs(defaults.EXTRACT_PARAMETERS),
+            outputs=[output("summary", "{{tasks.summarise.outputs.parameters.summary}}")],
         ),
     ):
         rows = list_pending(arguments={"limit": "{{inputs.parameters.limit}}"})
         outcomes = ingest_row(
-            with_param=rows.result,
+            with_param="{{tasks.list-pending.outputs.parameters.rows}}",
             arguments={
                 "ingest_url": "{{inputs.parameters.ingest-url}}",
                 "url": "{{item.url}}",
@@ -58,7 +71,7 @@ def build() -> WorkflowTemplate:
         )
         summary = summarise(
             arguments={
-                "results": outcomes.result,
+                "results": "{{tasks.ingest-row.outputs.parameters}}",
                 "max_failed_fraction": "{{inputs.parameters.max-failed-fraction}}",
             }
         )

@@ -1,7 +1,9 @@
 """`train-model` (WorkflowTemplate): snapshot the dataset, train, evaluate, register, promote through the
 quality gate, roll predict out onto the new champion.
 
-Each step hands its JSON result, grown by what it adds, to the next, and is a few lines over the library:
+Each step hands its result, grown by what it adds, to the next as a named output parameter (a JSON
+object that Hera's runner writes to a file and Argo reads from there, never stdout: MLflow prints to
+stdout when a run ends). Each step is a few lines over the library:
 `workflows.lib.dataset` (the snapshot), `tracking` (MLflow: the training run, loading, the registry),
 `evaluation`, `promotion` (the gate and publishing) and `rollout`. MLflow and torch are imported inside
 the steps that use them, so that rendering the YAML needs neither.
@@ -9,16 +11,24 @@ No `from __future__ import annotations` here: Hera reads the step signatures at 
 """
 
 from collections import Counter
-from typing import Any
+from typing import Annotated, Any
 
-from hera.workflows import DAG, Resources, WorkflowTemplate
+from hera.workflows import DAG, Parameter, Resources, WorkflowTemplate
 
 from functions.lib.catalog import open_catalog
 from functions.lib.config import Settings
 from functions.lib.store import ObjectStore, open_store
 from workflows import defaults
-from workflows.argo import inputs, step, workflow_template
+from workflows.argo import inputs, output, step, workflow_template
 from workflows.lib import dataset, rollout
+
+# Each step's output: the result so far, as the named parameter the next step reads.
+Snapshot = Annotated[dict[str, Any], Parameter(name="snapshot")]
+Trained = Annotated[dict[str, Any], Parameter(name="trained")]
+Evaluated = Annotated[dict[str, Any], Parameter(name="evaluated")]
+Registered = Annotated[dict[str, Any], Parameter(name="registered")]
+Promoted = Annotated[dict[str, Any], Parameter(name="promoted")]
+RolledOut = Annotated[dict[str, Any], Parameter(name="rollout")]
 
 
 def _store() -> ObjectStore:
@@ -26,7 +36,7 @@ def _store() -> ObjectStore:
 
 
 @step()
-def snapshot_dataset() -> dict[str, Any]:
+def snapshot_dataset() -> Snapshot:
     """Freeze the ingested rows into a manifest; the same rows give the same version."""
     settings = Settings.from_env()
     version, examples = dataset.snapshot(open_catalog(settings.db_url), open_store(settings.store_url))
@@ -37,7 +47,7 @@ def snapshot_dataset() -> dict[str, Any]:
 @step(resources=Resources(cpu_request=2, memory_request="3Gi"))
 def train_model(
     snapshot: dict[str, Any], epochs: int = defaults.EPOCHS, seed: int = defaults.SEED
-) -> dict[str, Any]:
+) -> Trained:
     """Train on the snapshot's train split, log everything to a new MLflow run, log the model (ONNX)."""
     from workflows.lib import tracking
 
@@ -46,7 +56,7 @@ def train_model(
 
 
 @step()
-def evaluate_model(trained: dict[str, Any]) -> dict[str, Any]:
+def evaluate_model(trained: dict[str, Any]) -> Evaluated:
     """Test metrics of the exported ONNX model (what will serve) on the frozen test split, to MLflow."""
     from workflows.lib import tracking
     from workflows.lib.evaluation import evaluate
@@ -58,7 +68,7 @@ def evaluate_model(trained: dict[str, Any]) -> dict[str, Any]:
 
 
 @step()
-def register_model(evaluated: dict[str, Any]) -> dict[str, Any]:
+def register_model(evaluated: dict[str, Any]) -> Registered:
     """Every candidate is registered; promotion decides which one serves."""
     from workflows.lib import tracking
 
@@ -66,17 +76,17 @@ def register_model(evaluated: dict[str, Any]) -> dict[str, Any]:
 
 
 @step()
-def promote_model(registered: dict[str, Any], min_accuracy: float = defaults.MIN_ACCURACY) -> dict[str, Any]:
+def promote_model(registered: dict[str, Any], min_accuracy: float = defaults.MIN_ACCURACY) -> Promoted:
     """The gate: at least `min_accuracy`, and not below the champion re-evaluated on the same test split."""
     from workflows.lib import promotion, tracking
 
     decision = promotion.promote(_store(), tracking.candidate(registered), min_accuracy)
-    tracking.record_promotion(registered["version"], decision["promoted"], decision["reason"])
+    tracking.record_promotion(registered["version"], decision)
     return registered | decision
 
 
 @step()
-def roll_out(promoted: dict[str, Any]) -> dict[str, Any]:
+def roll_out(promoted: dict[str, Any]) -> RolledOut:
     """Move serving onto the new champion: on Knative, pin the predict Service to the version."""
     if not promoted["promoted"]:
         return {"version": promoted["version"], "rolled_out": False, "reason": promoted["reason"]}
@@ -90,21 +100,28 @@ def roll_out(promoted: dict[str, Any]) -> dict[str, Any]:
 def build() -> WorkflowTemplate:
     with (
         workflow_template("train-model", "train", defaults.TRAIN_PARAMETERS) as template,
-        DAG(name="train", inputs=inputs(defaults.TRAIN_PARAMETERS)),
+        DAG(
+            name="train",
+            inputs=inputs(defaults.TRAIN_PARAMETERS),
+            outputs=[output("rollout", "{{tasks.roll-out.outputs.parameters.rollout}}")],
+        ),
     ):
         snapshot = snapshot_dataset()
         trained = train_model(
             arguments={
-                "snapshot": snapshot.result,
+                "snapshot": snapshot.get_parameter("snapshot"),
                 "epochs": "{{inputs.parameters.epochs}}",
                 "seed": "{{inputs.parameters.seed}}",
             }
         )
-        evaluated = evaluate_model(arguments={"trained": trained.result})
-        registered = register_model(arguments={"evaluated": evaluated.result})
+        evaluated = evaluate_model(arguments={"trained": trained.get_parameter("trained")})
+        registered = register_model(arguments={"evaluated": evaluated.get_parameter("evaluated")})
         promoted = promote_model(
-            arguments={"registered": registered.result, "min_accuracy": "{{inputs.parameters.min-accuracy}}"}
+            arguments={
+                "registered": registered.get_parameter("registered"),
+                "min_accuracy": "{{inputs.parameters.min-accuracy}}",
+            }
         )
-        rolled = roll_out(arguments={"promoted": promoted.result})
+        rolled = roll_out(arguments={"promoted": promoted.get_parameter("promoted")})
         snapshot >> trained >> evaluated >> registered >> promoted >> rolled
     return template

@@ -5,7 +5,7 @@ from hera.workflows import DAG, CronWorkflow, Task
 from hera.workflows.models import TemplateRef
 
 from workflows import defaults
-from workflows.argo import arguments, inputs, pass_inputs
+from workflows.argo import arguments, inputs, output, pass_inputs
 
 
 def build() -> CronWorkflow:
@@ -22,7 +22,14 @@ def build() -> CronWorkflow:
             service_account_name=defaults.SERVICE_ACCOUNT,
             arguments=arguments(parameters),
         ) as cron,
-        DAG(name="retrain", inputs=inputs(parameters)),
+        DAG(
+            name="retrain",
+            inputs=inputs(parameters),
+            outputs=[
+                output("summary", "{{tasks.extract-images.outputs.parameters.summary}}"),
+                output("rollout", "{{tasks.train-model.outputs.parameters.rollout}}"),
+            ],
+        ),
     ):
         extract = Task(
             name="extract-images",

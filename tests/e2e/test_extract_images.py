@@ -1,6 +1,5 @@
 """extract-images end to end: the Hera definition, run by the local runner, calling the real function."""
 
-import json
 from pathlib import Path
 
 import pytest
@@ -46,7 +45,7 @@ def test_extract_images_on_mariadb_and_s3_then_again_changes_nothing(
     monkeypatch.setenv("DANDELION_DB_URL", mysql_url)  # the steps read the environment, as in a pod
     try:
         settings = settings_for(mysql_url, s3_url, function.url)
-        first = json.loads(run_workflow("extract-images", {}, settings))
+        first = run_workflow("extract-images", {}, settings)["summary"]
         assert first == {"total": 26, "ingested": 26, "unchanged": 0, "failed": 0, "failures": []}
         assert catalog.counts_by_status(engine) == {"pending": 0, "ingested": 26, "failed": 0}
         objects = sorted(open_store(s3_url).keys("raw/"))
@@ -54,7 +53,7 @@ def test_extract_images_on_mariadb_and_s3_then_again_changes_nothing(
         assert {k.split("/")[1] for k in objects} == {"dandelion", "grass"}
         snapshot = table(engine)
 
-        second = json.loads(run_workflow("extract-images", {}, settings))
+        second = run_workflow("extract-images", {}, settings)["summary"]
         assert second == {"total": 0, "ingested": 0, "unchanged": 0, "failed": 0, "failures": []}
         assert table(engine) == snapshot
         assert sorted(open_store(s3_url).keys("raw/")) == objects
@@ -73,10 +72,11 @@ def test_too_many_failures_fail_the_workflow(tmp_path: Path, source: str, monkey
     try:
         settings = settings_for(db_url, store_url, function.url)
         with pytest.raises(
-            WorkflowFailed, match="summarise: ExtractionFailed: 2 of 3 rows failed, over the 50%"
+            WorkflowFailed,
+            match=r"summarise: exit code 1: \S+ExtractionFailed: 2 of 3 rows failed, over the 50%",
         ):
             run_workflow("extract-images", {"max-failed-fraction": "0.5"}, settings)
-        lenient = json.loads(run_workflow("extract-images", {"max-failed-fraction": "1"}, settings))
+        lenient = run_workflow("extract-images", {"max-failed-fraction": "1"}, settings)["summary"]
         assert (lenient["total"], lenient["unchanged"], lenient["failed"]) == (2, 0, 2)
         assert catalog.counts_by_status(engine) == {"pending": 0, "ingested": 1, "failed": 2}
     finally:
@@ -99,7 +99,7 @@ def test_weekly_retrain_extracts_then_trains_from_the_template_refs(
     try:
         assert requests.get(f"{predict.url}/health").status_code == 503  # no champion yet
         settings = settings_for(db_url, store_url, function.url)
-        result = json.loads(run_workflow("weekly-retrain", {"epochs": "1", "min-accuracy": "0"}, settings))
+        result = run_workflow("weekly-retrain", {"epochs": "1", "min-accuracy": "0"}, settings)["rollout"]
         assert catalog.counts_by_status(engine)["ingested"] == 26
         champion = read_champion(open_store(store_url))
         assert result == {

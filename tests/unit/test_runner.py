@@ -1,12 +1,15 @@
 import json
+from pathlib import Path
 
 import pytest
 
-from tests.unit import runner_steps
 from workflows.local.runner import LocalRunner, WorkflowFailed, substitute
 
 
-def script(name: str, function: str, inputs: list[dict], retries: int | None = None) -> dict:
+def script(
+    name: str, function: str, inputs: list[dict], retries: int | None = None, outputs: tuple[str, ...] = ()
+) -> dict:
+    """A script template as Hera renders a runner step (outputs: named parameters written to files)."""
     template = {
         "name": name,
         "inputs": {"parameters": inputs},
@@ -19,7 +22,24 @@ def script(name: str, function: str, inputs: list[dict], retries: int | None = N
     }
     if retries is not None:
         template["retryStrategy"] = {"limit": retries, "backoff": {"duration": "1s", "factor": "2"}}
+    if outputs:
+        template["outputs"] = {
+            "parameters": [
+                {"name": n, "valueFrom": {"path": f"/tmp/hera-outputs/parameters/{n}"}} for n in outputs
+            ]
+        }
+        template["script"]["env"] = [{"name": "hera__outputs_directory", "value": "/tmp/hera-outputs"}]
     return template
+
+
+def dag(tasks: list[dict], outputs: dict[str, str], **fields) -> dict:
+    """The entrypoint DAG, with its outputs (name -> expression) as a workflow declares what it returns."""
+    return {
+        "name": "main",
+        **fields,
+        "dag": {"tasks": tasks},
+        "outputs": {"parameters": [{"name": k, "valueFrom": {"parameter": v}} for k, v in outputs.items()]},
+    }
 
 
 def template(name: str, arguments: list[dict], templates: list[dict], entrypoint: str = "main") -> dict:
@@ -35,59 +55,66 @@ FAN_OUT = template(
     "fan-out",
     [{"name": "count", "value": "4"}, {"name": "offset", "value": "0"}],
     [
-        {
-            "name": "main",
-            "parallelism": 2,
-            "inputs": {"parameters": [{"name": "count"}, {"name": "offset"}]},
-            "dag": {
-                "tasks": [
-                    {
-                        "name": "total",
-                        "template": "total",
-                        "depends": "square",
-                        "arguments": {
-                            "parameters": [{"name": "results", "value": "{{tasks.square.outputs.result}}"}]
-                        },
+        dag(
+            [
+                {
+                    "name": "total",
+                    "template": "total",
+                    "depends": "square",
+                    "arguments": {
+                        "parameters": [{"name": "results", "value": "{{tasks.square.outputs.result}}"}]
                     },
-                    {
-                        "name": "numbers",
-                        "template": "numbers",
-                        "arguments": {
-                            "parameters": [{"name": "count", "value": "{{inputs.parameters.count}}"}]
-                        },
+                },
+                {
+                    "name": "numbers",
+                    "template": "numbers",
+                    "arguments": {"parameters": [{"name": "count", "value": "{{inputs.parameters.count}}"}]},
+                },
+                {
+                    "name": "square",
+                    "template": "square",
+                    "depends": "numbers",
+                    "withParam": "{{tasks.numbers.outputs.parameters.numbers}}",
+                    "arguments": {
+                        "parameters": [
+                            {"name": "n", "value": "{{item}}"},
+                            {"name": "offset", "value": "{{workflow.parameters.offset}}"},
+                        ]
                     },
-                    {
-                        "name": "square",
-                        "template": "square",
-                        "depends": "numbers",
-                        "withParam": "{{tasks.numbers.outputs.result}}",
-                        "arguments": {
-                            "parameters": [
-                                {"name": "n", "value": "{{item}}"},
-                                {"name": "offset", "value": "{{workflow.parameters.offset}}"},
-                            ]
-                        },
-                    },
-                ]
-            },
-        },
-        script("numbers", "numbers", [{"name": "count"}]),
+                },
+            ],
+            {"total": "{{tasks.total.outputs.parameters.total}}"},
+            parallelism=2,
+            inputs={"parameters": [{"name": "count"}, {"name": "offset"}]},
+        ),
+        script("numbers", "numbers", [{"name": "count"}], outputs=("numbers",)),
         script("square", "square", [{"name": "n"}, {"name": "offset", "default": "0"}]),
-        script("total", "total", [{"name": "results"}]),
+        script("total", "total", [{"name": "results"}], outputs=("total",)),
     ],
 )
 
 
+def total(parameters: dict[str, str] | None = None) -> str:
+    return LocalRunner([FAN_OUT]).run("fan-out", parameters).parameters["total"]
+
+
 def test_dag_runs_in_dependency_order_and_aggregates_the_fan_out() -> None:
-    assert LocalRunner([FAN_OUT]).run("fan-out") == "14"  # 0 + 1 + 4 + 9
+    assert total() == "14"  # 0 + 1 + 4 + 9
 
 
 def test_parameters_override_the_workflow_arguments() -> None:
-    assert LocalRunner([FAN_OUT]).run("fan-out", {"count": "3", "offset": "10"}) == "35"  # 5 + 30
+    assert total({"count": "3", "offset": "10"}) == "35"  # 5 + 30
 
 
 def test_an_empty_fan_out_aggregates_to_an_empty_list() -> None:
-    assert LocalRunner([FAN_OUT]).run("fan-out", {"count": "0"}) == "0"
+    assert total({"count": "0"}) == "0"
+
+
+def test_an_empty_list_on_stdout_is_no_list_at_all_as_on_argo() -> None:
+    on_stdout = json.loads(json.dumps(FAN_OUT).replace("outputs.parameters.numbers", "outputs.result"))
+    on_stdout["spec"]["templates"][1] = script("numbers", "numbers_on_stdout", [{"name": "count"}])
+    with pytest.raises(WorkflowFailed, match="withParam of square is not a JSON list: ''"):
+        LocalRunner([on_stdout]).run("fan-out", {"count": "0"})
 
 
 def test_unknown_parameter_is_refused() -> None:
@@ -95,76 +122,105 @@ def test_unknown_parameter_is_refused() -> None:
         LocalRunner([FAN_OUT]).run("fan-out", {"nope": "1"})
 
 
-def test_retry_strategy_retries_with_backoff_then_succeeds() -> None:
+def flaky_workflow(counter: Path, failures: int, retries: int) -> dict:
+    step = script("flaky", "flaky", [{"name": "counter"}, {"name": "failures"}], retries=retries)
+    task = {
+        "name": "flaky",
+        "template": "flaky",
+        "arguments": {
+            "parameters": [
+                {"name": "counter", "value": str(counter)},
+                {"name": "failures", "value": str(failures)},
+            ]
+        },
+    }
+    return template("flaky", [], [dag([task], {"said": "{{tasks.flaky.outputs.result}}"}), step])
+
+
+def test_retry_strategy_retries_with_backoff_then_succeeds(tmp_path: Path) -> None:
     waits: list[float] = []
-    flaky = template(
-        "flaky",
-        [{"name": "key", "value": "retry-ok"}],
-        [script("main", "flaky", [{"name": "key"}, {"name": "failures", "default": "2"}], retries=2)],
-    )
-    assert LocalRunner([flaky], sleep=waits.append).run("flaky") == "ok after 3"
+    runner = LocalRunner([flaky_workflow(tmp_path / "attempts", failures=2, retries=2)], sleep=waits.append)
+    assert runner.run("flaky").parameters == {"said": "ok after 3"}
     assert waits == [1.0, 2.0]
 
 
-def test_a_step_failing_past_its_retries_fails_the_workflow() -> None:
-    flaky = template(
-        "flaky",
-        [{"name": "key", "value": "retry-exhausted"}],
-        [script("main", "flaky", [{"name": "key"}, {"name": "failures", "default": "5"}], retries=1)],
-    )
-    with pytest.raises(WorkflowFailed, match="ConnectionError: attempt 2 failed"):
-        LocalRunner([flaky], sleep=lambda _: None).run("flaky")
-    assert runner_steps.calls["retry-exhausted"] == 2
+def test_a_step_failing_past_its_retries_fails_the_workflow_with_its_error(tmp_path: Path) -> None:
+    runner = LocalRunner([flaky_workflow(tmp_path / "attempts", failures=5, retries=1)], sleep=lambda _: None)
+    with pytest.raises(WorkflowFailed, match=r"flaky: exit code 1: ConnectionError: attempt 2 failed$"):
+        runner.run("flaky")
+    assert (tmp_path / "attempts").read_text() == "2"
 
 
 def test_template_ref_runs_a_template_of_another_workflow_template() -> None:
     greeter = template("greeter", [], [script("greet", "greet", [{"name": "name"}])], entrypoint="greet")
+    hi = {
+        "name": "hi",
+        "templateRef": {"name": "greeter", "template": "greet"},
+        "arguments": {"parameters": [{"name": "name", "value": "{{inputs.parameters.who}}"}]},
+    }
     caller = template(
         "caller",
         [{"name": "who", "value": "dandelion"}],
-        [
-            {
-                "name": "main",
-                "inputs": {"parameters": [{"name": "who"}]},
-                "dag": {
-                    "tasks": [
-                        {
-                            "name": "hi",
-                            "templateRef": {"name": "greeter", "template": "greet"},
-                            "arguments": {
-                                "parameters": [{"name": "name", "value": "{{inputs.parameters.who}}"}]
-                            },
-                        },
-                    ]
-                },
-            }
-        ],
+        [dag([hi], {"said": "{{tasks.hi.outputs.result}}"}, inputs={"parameters": [{"name": "who"}]})],
     )
-    assert LocalRunner([greeter, caller]).run("caller") == "hello dandelion"
+    assert LocalRunner([greeter, caller]).run("caller").parameters == {"said": "hello dandelion"}
 
 
 def test_with_items_of_objects_exposes_their_fields() -> None:
+    greet = {
+        "name": "greet",
+        "template": "greet",
+        "withItems": [{"who": "a"}, {"who": "b"}],
+        "arguments": {"parameters": [{"name": "name", "value": "{{item.who}}"}]},
+    }
     wf = template(
         "items",
         [],
         [
-            {
-                "name": "main",
-                "dag": {
-                    "tasks": [
-                        {
-                            "name": "greet",
-                            "template": "greet",
-                            "withItems": [{"who": "a"}, {"who": "b"}],
-                            "arguments": {"parameters": [{"name": "name", "value": "{{item.who}}"}]},
-                        },
-                    ]
-                },
-            },
+            dag([greet], {"all": "{{tasks.greet.outputs.result}}"}),
             script("greet", "greet", [{"name": "name"}]),
         ],
     )
-    assert json.loads(LocalRunner([wf]).run("items")) == ["hello a", "hello b"]
+    assert json.loads(LocalRunner([wf]).run("items").parameters["all"]) == ["hello a", "hello b"]
+
+
+def passing(step: str, outputs: tuple[str, ...], source: str) -> dict:
+    """`step` then `double`, fed with what Argo would read from `step`: `source` names which output."""
+    tasks = [
+        {"name": "first", "template": "first"},
+        {
+            "name": "second",
+            "template": "second",
+            "depends": "first",
+            "arguments": {"parameters": [{"name": "data", "value": source}]},
+        },
+    ]
+    return template(
+        "passing",
+        [],
+        [
+            dag(tasks, {"doubled": "{{tasks.second.outputs.result}}"}),
+            script("first", step, [], outputs=outputs),
+            script("second", "double", [{"name": "data"}]),
+        ],
+    )
+
+
+def test_a_steps_result_is_its_stdout_so_a_stray_print_breaks_the_next_step_as_on_argo() -> None:
+    """What MLflow does when a run ends: a print before Hera's runner prints the return value."""
+    with pytest.raises(WorkflowFailed, match=r"task second failed: second: exit code 1: .*validation error"):
+        LocalRunner([passing("noisy", (), "{{tasks.first.outputs.result}}")]).run("passing")
+
+
+def test_a_named_output_parameter_is_read_from_its_file_whatever_the_step_prints() -> None:
+    flow = passing("clean", ("value",), "{{tasks.first.outputs.parameters.value}}")
+    assert LocalRunner([flow]).run("passing").parameters == {"doubled": "2"}
+
+
+def test_an_output_the_step_did_not_write_fails_it() -> None:
+    flow = passing("silent", ("value",), "{{tasks.first.outputs.parameters.value}}")
+    with pytest.raises(WorkflowFailed, match="first: output 'value' was not written"):
+        LocalRunner([flow]).run("passing")
 
 
 def test_unresolved_expression_fails_like_argo() -> None:

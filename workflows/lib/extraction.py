@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -16,18 +17,25 @@ class ExtractionFailed(RuntimeError):
     pass
 
 
-def ingest_row(ingest_url: str, url: str, label: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RowOutcome:
+    url: str
+    outcome: str  # ingested, unchanged or failed
+    error: str = ""  # why it failed: the function's error code and message
+
+
+def ingest_row(ingest_url: str, url: str, label: str) -> RowOutcome:
     """One call of ingest-one-url: a refused image is an outcome, an unreachable function an error."""
     response = requests.post(ingest_url, json={"url": url, "label": label}, timeout=120)
     if response.status_code not in SETTLED:
         raise RuntimeError(f"ingest-one-url answered HTTP {response.status_code}: {response.text[:200]}")
     body = response.json()
     if response.status_code in (200, 201):
-        return {"url": url, "outcome": body["outcome"]}
-    return {"url": url, "outcome": "failed", "error": f"{body.get('error')}: {body.get('message')}"}
+        return RowOutcome(url, body["outcome"])
+    return RowOutcome(url, "failed", f"{body.get('error')}: {body.get('message')}")
 
 
-def summarise(results: list[dict[str, Any]], max_failed_fraction: float) -> dict[str, Any]:
+def summarise(results: list[dict[str, str]], max_failed_fraction: float) -> dict[str, Any]:
     """Count the outcomes; fail the workflow when more than `max_failed_fraction` of the rows failed."""
     counts = Counter(r["outcome"] for r in results)
     summary: dict[str, Any] = {

@@ -136,13 +136,16 @@ def candidate(registered: dict[str, Any]) -> Candidate:
     )
 
 
-def record_promotion(version: str, promoted: bool, reason: str) -> None:
+def record_promotion(version: str, decision: dict[str, Any]) -> None:
     """The registry's side of the decision: the alias moves to a promoted version; a rejected one keeps
-    its reason as a tag."""
+    its reason as a tag; both keep what the gate compared them with."""
     client = mlflow.MlflowClient()
-    if promoted:
+    if decision["champion_accuracy_same_split"] is not None:
+        compared = f"{decision['previous_champion']}: {decision['champion_accuracy_same_split']}"
+        client.set_model_version_tag(MODEL_NAME, version, "champion_accuracy_same_split", compared)
+    if decision["promoted"]:
         client.set_registered_model_alias(MODEL_NAME, CHAMPION_ALIAS, version)
         client.set_model_version_tag(MODEL_NAME, version, "promotion", "accepted")
     else:
         client.set_model_version_tag(MODEL_NAME, version, "promotion", "rejected")
-        client.set_model_version_tag(MODEL_NAME, version, "rejection_reason", reason)
+        client.set_model_version_tag(MODEL_NAME, version, "rejection_reason", decision["reason"])

@@ -4,6 +4,7 @@ each is a few lines over the library (`workflows.local.stack`, `workflows.manife
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -44,7 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # DESIGN.md: without MLFLOW_TRACKING_URI, the MLflow server that `dandelion up` starts.
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{DEFAULT_PORTS['mlflow']}")
     try:
-        print(run_workflow(args.workflow, parameters, _settings()))
+        print(json.dumps(run_workflow(args.workflow, parameters, _settings()), indent=2))
     except WorkflowFailed as exc:
         print(f"workflow {args.workflow} failed: {exc}", file=sys.stderr)
         return 1

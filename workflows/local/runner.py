@@ -1,35 +1,58 @@
-"""Run a rendered Argo workflow on this machine, the way the Argo controller would, without a cluster.
+"""Run a rendered Argo workflow on this machine, the way the Argo controller and executor would.
 
-It reads the same manifests `dandelion render` writes (Hera's `to_dict()`), walks the entrypoint's DAG
-in dependency order, substitutes `{{...}}` expressions, fans out `withParam`/`withItems` with the
-template's `parallelism`, aggregates looped results into a JSON list, honours `retryStrategy.limit`,
-follows `templateRef` into other WorkflowTemplates, and runs each Hera runner script in-process through
-Hera's own runner, exactly the call the pod makes. What it does not support it refuses by name.
+It reads the manifests `dandelion render` writes (Hera's `to_dict()`), walks the entrypoint's DAG in
+dependency order, substitutes `{{...}}` expressions, fans out `withParam`/`withItems` with the
+template's `parallelism`, aggregates looped outputs into JSON lists, honours `retryStrategy`, follows
+`templateRef` into other WorkflowTemplates, and returns the entrypoint's output parameters. What it does
+not support it refuses by name.
+
+Each script step runs as its pod would: in a process of its own, `python -m hera.workflows.runner` with
+the rendered arguments, the inputs written to a file as Argo writes the script's `source`, the pod's
+environment, and a /tmp of its own. As Argo's executor does, the step's `outputs.result` is what it
+printed to stdout, and each output parameter is read from the file its `valueFrom.path` names; nothing
+is passed in memory, so a step that prints where it should write, or writes nothing, fails here as it
+would on the cluster. The processes are forked from a fork server that has imported the workflow
+modules once: a fan-out of hundreds of steps does not pay Python's start-up for each.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+import os
 import re
+import runpy
+import sys
+import tempfile
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
-
-from hera.shared.serialization import serialize
-from hera.workflows._runner.util import _runner as hera_runner
 
 log = logging.getLogger("dandelion.runner")
 
 Manifest = dict[str, Any]
 _EXPRESSION = re.compile(r"{{\s*([^{}]+?)\s*}}")
 _DEPENDENCY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
+POD_TMP = "/tmp/"  # the pod's /tmp, where Hera's runner writes its outputs; a fresh folder here
+STDERR_TAIL = 2000  # characters of a failed step's stderr quoted in the failure
 
 
 class WorkflowFailed(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What a template leaves to its callers: `outputs.result` (a script's stdout) and its parameters."""
+
+    result: str | None = None
+    parameters: dict[str, str] = field(default_factory=dict)
 
 
 def substitute(text: str, scope: Mapping[str, str]) -> str:
@@ -54,8 +77,15 @@ def _as_param(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _aggregate(results: Iterable[str]) -> str:
-    """A looped task's `outputs.result`: a JSON list, each JSON result parsed, as Argo does."""
+def _task_scope(name: str, outputs: list[Outputs], looped: bool) -> dict[str, str]:
+    """`tasks.<name>.outputs.*` as Argo exposes them: one node's values, or, for a looped task, JSON lists
+    in item order (each result parsed as JSON when it is, each parameter value a string)."""
+    prefix = f"tasks.{name}.outputs"
+    if not looped:
+        scope = {f"{prefix}.parameters.{k}": v for k, v in outputs[0].parameters.items()}
+        if outputs[0].result is not None:
+            scope[f"{prefix}.result"] = outputs[0].result
+        return scope
 
     def parsed(result: str) -> Any:
         try:
@@ -63,7 +93,14 @@ def _aggregate(results: Iterable[str]) -> str:
         except ValueError:
             return result
 
-    return json.dumps([parsed(r) for r in results])
+    scope = {
+        f"{prefix}.result": json.dumps([parsed(o.result) for o in outputs if o.result is not None]),
+        f"{prefix}.parameters": json.dumps([o.parameters for o in outputs if o.parameters]),
+    }
+    for name_ in {n for o in outputs for n in o.parameters}:
+        values = [o.parameters[name_] for o in outputs if name_ in o.parameters]
+        scope[f"{prefix}.parameters.{name_}"] = json.dumps(values)
+    return scope
 
 
 def _dependencies(task: Mapping[str, Any]) -> set[str]:
@@ -81,24 +118,101 @@ def _retries(template: Mapping[str, Any]) -> tuple[int, float, float]:
     return int(strategy.get("limit", 0)), float(duration or 0), float(backoff.get("factor", 1) or 1)
 
 
+def _exception_line(pod_log: str) -> str:
+    """The line that names the exception in a Python traceback (the first one back at the margin after
+    the last `Traceback` header), else the log's last line."""
+    lines = pod_log.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
+    after = lines[starts[-1] + 1 :] if starts else []
+    return next((line for line in after if line[:1].strip()), lines[-1] if lines else "no output")
+
+
+def _pod(module: str, args: list[str], env: dict[str, str], stdout: str, stderr: str) -> int:
+    """The pod's main container, in a fresh process: `python -m <module> <args>` with the pod's
+    environment and its standard streams going to files; returns its exit code as Python's would be."""
+    os.environ.clear()
+    os.environ.update(env)
+    for fd, path in ((1, stdout), (2, stderr)):
+        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(target, fd)
+        os.close(target)
+    sys.argv = [module, *args]
+    code = 0
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as exc:  # what the interpreter does with it at exit
+        if isinstance(exc.code, int | None):
+            code = exc.code or 0
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return code
+
+
+class Pods:
+    """Runs each step in a process of its own, forked from a fork server that has imported `preload`
+    (the workflow modules) once. A process pool whose workers each run one step and exit: it starts and
+    reaps them from one thread, which forkserver processes need (their exit codes are read from a pipe
+    that concurrent joins race for)."""
+
+    def __init__(self, preload: Iterable[str], workers: int = 16) -> None:
+        self.context = multiprocessing.get_context("forkserver")
+        self.context.set_forkserver_preload(sorted(set(preload)))
+        self.workers = workers
+        self.pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> Pods:
+        self.pool = ProcessPoolExecutor(self.workers, mp_context=self.context, max_tasks_per_child=1)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()  # no idle worker outlives the run
+            self.pool = None
+
+    def run(self, args: list[str], env: dict[str, str], stdout: Path, stderr: Path) -> int:
+        if self.pool is None:
+            raise RuntimeError("Pods.run outside `with pods:`")
+        if args[:1] != ["-m"] or len(args) < 2:
+            raise WorkflowFailed(f"not a module invocation: {args}")
+        return self.pool.submit(_pod, args[1], args[2:], env, str(stdout), str(stderr)).result()
+
+
+def _entrypoint_modules(manifests: Iterable[Manifest]) -> set[str]:
+    modules = set()
+    for manifest in manifests:
+        for template in LocalRunner.spec(manifest).get("templates", []):
+            args = template.get("script", {}).get("args", [])
+            if "-e" in args[:-1]:
+                modules.add(args[args.index("-e") + 1].split(":")[0])
+    return modules
+
+
 class LocalRunner:
     """Runs workflows from a set of manifests (WorkflowTemplates, Workflows, CronWorkflows) by name."""
 
     def __init__(self, manifests: Iterable[Manifest], sleep: Callable[[float], None] = time.sleep) -> None:
         self.manifests = {m["metadata"]["name"]: m for m in manifests}
         self.sleep = sleep
+        self.pods = Pods(_entrypoint_modules(self.manifests.values()))
 
     def arguments(self, name: str) -> dict[str, str]:
         """The parameters workflow `name` declares, with their default values."""
         if name not in self.manifests:
             raise WorkflowFailed(f"no workflow {name!r}; known: {', '.join(sorted(self.manifests))}")
-        spec = self._spec(self.manifests[name])
+        spec = self.spec(self.manifests[name])
         return {p["name"]: p.get("value", "") for p in spec.get("arguments", {}).get("parameters", [])}
 
-    def run(self, name: str, parameters: Mapping[str, str] | None = None) -> str:
-        """Run workflow `name` to completion; returns the entrypoint's result, raises WorkflowFailed."""
+    def run(self, name: str, parameters: Mapping[str, str] | None = None) -> Outputs:
+        """Run workflow `name` to completion; returns its entrypoint's outputs, raises WorkflowFailed."""
         arguments = self.arguments(name)
-        spec = self._spec(self.manifests[name])
+        spec = self.spec(self.manifests[name])
         unknown = set(parameters or {}) - set(arguments)
         if unknown:
             raise WorkflowFailed(f"{name} has no parameter {', '.join(sorted(unknown))}")
@@ -107,17 +221,18 @@ class LocalRunner:
             f"workflow.parameters.{k}": v for k, v in arguments.items()
         }
         # Argo hands the workflow's arguments to the entrypoint template's inputs, by name.
-        return self._run_template(name, spec["entrypoint"], arguments, workflow_scope)
+        with self.pods:
+            return self._run_template(name, spec["entrypoint"], arguments, workflow_scope)
 
     @staticmethod
-    def _spec(manifest: Manifest) -> dict[str, Any]:
+    def spec(manifest: Manifest) -> dict[str, Any]:
         spec = manifest["spec"]
         return spec["workflowSpec"] if manifest.get("kind") == "CronWorkflow" else spec
 
     def _template(self, manifest_name: str, template_name: str) -> dict[str, Any]:
         if manifest_name not in self.manifests:
             raise WorkflowFailed(f"no WorkflowTemplate {manifest_name!r}")
-        for template in self._spec(self.manifests[manifest_name])["templates"]:
+        for template in self.spec(self.manifests[manifest_name])["templates"]:
             if template["name"] == template_name:
                 return template
         raise WorkflowFailed(f"no template {template_name!r} in {manifest_name}")
@@ -128,7 +243,7 @@ class LocalRunner:
         template_name: str,
         arguments: Mapping[str, str],
         workflow: Mapping[str, str],
-    ) -> str:
+    ) -> Outputs:
         template = self._template(manifest_name, template_name)
         inputs: dict[str, str] = {}
         for declared in template.get("inputs", {}).get("parameters", []):
@@ -140,30 +255,61 @@ class LocalRunner:
             else:
                 raise WorkflowFailed(f"template {template_name}: input {name!r} has no value")
         scope = dict(workflow) | {f"inputs.parameters.{k}": v for k, v in inputs.items()}
+        scope["inputs.parameters"] = json.dumps([{"name": k, "value": v} for k, v in inputs.items()])
         if "dag" in template:
             return self._run_dag(manifest_name, template, scope, workflow)
         if "script" in template:
-            return self._run_script(template, inputs)
+            return self._run_script(template, scope)
         raise WorkflowFailed(
             f"template {template_name}: only dag and Hera runner script templates run locally"
         )
 
-    def _run_script(self, template: Mapping[str, Any], inputs: Mapping[str, str]) -> str:
-        args = template["script"].get("args", [])
-        if args[:2] != ["-m", "hera.workflows.runner"] or "-e" not in args:
+    def _run_script(self, template: Mapping[str, Any], scope: Mapping[str, str]) -> Outputs:
+        script = template["script"]
+        args = [substitute(str(a), scope) for a in script.get("args", [])]
+        if script.get("command") != ["python"] or args[:2] != ["-m", "hera.workflows.runner"]:
             raise WorkflowFailed(f"template {template['name']}: not a Hera runner script")
-        entrypoint = args[args.index("-e") + 1]
         limit, delay, factor = _retries(template)
         for attempt in range(limit + 1):
             try:
-                result = hera_runner(entrypoint, [{"name": k, "value": v} for k, v in inputs.items()])
-                return "" if result is None else str(serialize(result))
-            except Exception as exc:
+                return self._run_pod(template, args, scope)
+            except WorkflowFailed as exc:
                 if attempt == limit:
-                    raise WorkflowFailed(f"{template['name']}: {type(exc).__name__}: {exc}") from exc
+                    raise
                 log.warning("%s failed (%s), retry %d of %d", template["name"], exc, attempt + 1, limit)
                 self.sleep(delay * factor**attempt)
         raise AssertionError("unreachable")
+
+    def _run_pod(self, template: Mapping[str, Any], args: list[str], scope: Mapping[str, str]) -> Outputs:
+        """One attempt of a script step, in its own process and its own /tmp, read back as Argo reads it."""
+        with tempfile.TemporaryDirectory(prefix="pod-") as folder:
+            pod = Path(folder)
+
+            def local(path: str) -> Path:
+                if not path.startswith(POD_TMP):
+                    raise WorkflowFailed(f"template {template['name']}: {path} is outside the pod's /tmp")
+                return pod / "tmp" / path.removeprefix(POD_TMP)
+
+            env = dict(os.environ)
+            for variable in template["script"].get("env", []):
+                value = substitute(str(variable.get("value", "")), scope)
+                env[variable["name"]] = str(local(value)) if value.startswith(POD_TMP) else value
+            source = pod / "source"  # Argo writes the script's source to a file and passes its path last
+            source.write_text(substitute(template["script"].get("source", ""), scope))
+            stdout, stderr = pod / "stdout", pod / "stderr"
+            code = self.pods.run([*args, str(source)], env, stdout, stderr)
+            if code != 0:  # the pod failed: its log is shown, and the exception's line is the reason
+                pod_log = stderr.read_text(errors="replace").strip()
+                log.warning("%s exited with code %d:\n%s", template["name"], code, pod_log[-STDERR_TAIL:])
+                raise WorkflowFailed(f"{template['name']}: exit code {code}: {_exception_line(pod_log)}")
+            result = stdout.read_text().removesuffix("\n")  # Argo trims one trailing newline
+            parameters = {}
+            for declared in template.get("outputs", {}).get("parameters", []):
+                path = local(declared["valueFrom"]["path"])
+                if not path.is_file():
+                    raise WorkflowFailed(f"{template['name']}: output {declared['name']!r} was not written")
+                parameters[declared["name"]] = path.read_text()
+            return Outputs(result, parameters)
 
     def _run_dag(
         self,
@@ -171,7 +317,7 @@ class LocalRunner:
         template: Mapping[str, Any],
         scope: dict[str, str],
         workflow: Mapping[str, str],
-    ) -> str:
+    ) -> Outputs:
         tasks = {task["name"]: task for task in template["dag"]["tasks"]}
         needs = {name: _dependencies(task) for name, task in tasks.items()}
         done: list[str] = []
@@ -190,13 +336,19 @@ class LocalRunner:
                         for future in futures:
                             future.cancel()
                         raise WorkflowFailed(f"task {name} failed: {failed[0].exception()}")
-                    results = [f.result() for f in futures]
-                    scope[f"tasks.{name}.outputs.result"] = _aggregate(results) if looped else results[0]
+                    outputs = [f.result() for f in futures]
+                    scope |= _task_scope(name, outputs, looped)
                     log.info(
-                        "task %s succeeded (%d node%s)", name, len(results), "" if len(results) == 1 else "s"
+                        "task %s succeeded (%d node%s)", name, len(outputs), "" if len(outputs) == 1 else "s"
                     )
                     done.append(name)
-        return scope.get(f"tasks.{done[-1]}.outputs.result", "") if done else ""
+        # A DAG's outputs are what it declares, each taken from its tasks' outputs.
+        return Outputs(
+            parameters={
+                p["name"]: substitute(p["valueFrom"]["parameter"], scope)
+                for p in template.get("outputs", {}).get("parameters", [])
+            }
+        )
 
     def _launch(
         self,
@@ -205,11 +357,17 @@ class LocalRunner:
         task: Mapping[str, Any],
         scope: Mapping[str, str],
         workflow: Mapping[str, str],
-    ) -> tuple[bool, list[Future[str]]]:
+    ) -> tuple[bool, list[Future[Outputs]]]:
         if "when" in task:
             raise WorkflowFailed(f"task {task['name']}: `when` is not supported locally")
         if "withParam" in task:
-            items: list[Any] | None = json.loads(substitute(task["withParam"], scope))
+            text = substitute(task["withParam"], scope)
+            try:
+                items: list[Any] | None = json.loads(text)
+            except ValueError:
+                items = None
+            if not isinstance(items, list):
+                raise WorkflowFailed(f"withParam of {task['name']} is not a JSON list: {text[:200]!r}")
         else:
             items = task.get("withItems")
         if "templateRef" in task:
@@ -217,7 +375,7 @@ class LocalRunner:
         else:
             target, template_name = manifest_name, task["template"]
 
-        def run_one(item_scope: Mapping[str, str]) -> str:
+        def run_one(item_scope: Mapping[str, str]) -> Outputs:
             local = dict(scope) | dict(item_scope)
             arguments = {
                 p["name"]: substitute(str(p.get("value", "")), local)

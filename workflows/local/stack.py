@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 from functions.lib import catalog
 from functions.lib.config import DEFAULT_PORTS, Settings
@@ -25,8 +26,9 @@ from workflows.local.processes import (
 )
 
 
-def run_workflow(name: str, parameters: Mapping[str, str], settings: Settings) -> str:
-    """Run a workflow's rendered manifest with the local runner; returns the entrypoint's result."""
+def run_workflow(name: str, parameters: Mapping[str, str], settings: Settings) -> dict[str, Any]:
+    """Run a workflow's rendered manifest with the local runner; returns its output parameters, each
+    parsed from JSON (the steps write JSON)."""
     from workflows.local.runner import LocalRunner
     from workflows.manifests import manifests
 
@@ -34,7 +36,8 @@ def run_workflow(name: str, parameters: Mapping[str, str], settings: Settings) -
     declared = runner.arguments(name)
     # The cluster default of `ingest-url` means nothing here: the local function's URL replaces it.
     local = {"ingest-url": settings.ingest_url} if "ingest-url" in declared else {}
-    return runner.run(name, local | dict(parameters))
+    outputs = runner.run(name, local | dict(parameters)).parameters
+    return {key: json.loads(value) for key, value in outputs.items()}
 
 
 @contextmanager
@@ -90,13 +93,14 @@ def local_stack(
 
         engine = catalog.open_catalog(settings.db_url)
         report(f"seeded {catalog.seed(engine)} new catalog rows")
-        summary = json.loads(run_workflow("extract-images", {}, settings) or "{}")
+        summary = run_workflow("extract-images", {}, settings)["summary"]
         report(f"extract-images: {json.dumps({k: v for k, v in summary.items() if k != 'failures'})}")
         report(f"catalog: {catalog.counts_by_status(engine)}")
         store = open_store(settings.store_url)
         if read_champion(store) is None:
             report("no champion yet: running train-model (a few minutes)")
-            report(f"train-model: {run_workflow('train-model', train_parameters or {}, settings)}")
+            rollout = run_workflow("train-model", train_parameters or {}, settings)["rollout"]
+            report(f"train-model: {json.dumps(rollout)}")
         report(f"champion: {read_champion(store)}")
         report(f"MLflow: {os.environ['MLFLOW_TRACKING_URI']}")
         report(f"ingest-one-url: {urls['ingest-one-url']}/")
