@@ -195,12 +195,20 @@ def _entrypoint_modules(manifests: Iterable[Manifest]) -> set[str]:
 
 
 class LocalRunner:
-    """Runs workflows from a set of manifests (WorkflowTemplates, Workflows, CronWorkflows) by name."""
+    """Runs workflows from a set of manifests (WorkflowTemplates, Workflows, CronWorkflows) by name.
 
-    def __init__(self, manifests: Iterable[Manifest], sleep: Callable[[float], None] = time.sleep) -> None:
+    `pods` starts the step processes: by default `Pods`; anything with its `run` and context manager
+    will do (a test passes one that starts `python -m hera.workflows.runner` itself)."""
+
+    def __init__(
+        self,
+        manifests: Iterable[Manifest],
+        sleep: Callable[[float], None] = time.sleep,
+        pods: Pods | None = None,
+    ) -> None:
         self.manifests = {m["metadata"]["name"]: m for m in manifests}
         self.sleep = sleep
-        self.pods = Pods(_entrypoint_modules(self.manifests.values()))
+        self.pods = pods or Pods(_entrypoint_modules(self.manifests.values()))
 
     def arguments(self, name: str) -> dict[str, str]:
         """The parameters workflow `name` declares, with their default values."""

@@ -24,19 +24,21 @@ from workflows.local.processes import (
     stop,
     wait_healthy,
 )
+from workflows.local.runner import LocalRunner
+
+
+def local_parameters(runner: LocalRunner, name: str, settings: Settings) -> dict[str, str]:
+    """Workflow parameters whose cluster default means nothing here: `ingest-url`, the local function's."""
+    return {"ingest-url": settings.ingest_url} if "ingest-url" in runner.arguments(name) else {}
 
 
 def run_workflow(name: str, parameters: Mapping[str, str], settings: Settings) -> dict[str, Any]:
     """Run a workflow's rendered manifest with the local runner; returns its output parameters, each
     parsed from JSON (the steps write JSON)."""
-    from workflows.local.runner import LocalRunner
     from workflows.manifests import manifests
 
     runner = LocalRunner(manifests())
-    declared = runner.arguments(name)
-    # The cluster default of `ingest-url` means nothing here: the local function's URL replaces it.
-    local = {"ingest-url": settings.ingest_url} if "ingest-url" in declared else {}
-    outputs = runner.run(name, local | dict(parameters)).parameters
+    outputs = runner.run(name, local_parameters(runner, name, settings) | dict(parameters)).parameters
     return {key: json.loads(value) for key, value in outputs.items()}
 
 
