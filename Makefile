@@ -3,18 +3,29 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+LOCK := requirements/dev.lock
+PIP_VERSION := 26.3
 SHARED ?= ../shared
 MIRROR_DIR ?= $(SHARED)/datasets/greenr
 
-.PHONY: install up test test-fast lint format render bench bench-ingest bench-train bench-predict loadtest clean
+.PHONY: install lock up test test-fast lint format render bench bench-ingest bench-train bench-predict loadtest clean
 
-$(STAMP): pyproject.toml
+# Exactly the versions in the lock (what CI tested), then the project itself without resolving again.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet pip==$(PIP_VERSION)
+	$(BIN)/python -m pip install --quiet -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip check
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# After changing a pin in pyproject.toml: resolve everything again into the lock, then `make install`.
+lock:
+	test -x $(BIN)/pip-compile || $(MAKE) install
+	$(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links \
+		--unsafe-package dandelion --extra dev --output-file $(LOCK) pyproject.toml
 
 # With the shared dataset beside the repository, the source URLs are served from a loopback mirror.
 up: install

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from functions.lib import catalog
 from functions.lib.config import Settings
-from functions.lib.errors import Conflict, NotAnImage, TooLarge, UpstreamError, URLRefused
+from functions.lib.errors import Conflict, NotAnImage, TooLarge, Unavailable, UpstreamError, URLRefused
 from functions.lib.fetch import check_url, download, make_session
 from functions.lib.images import as_jpeg
 from functions.lib.labels import check_label
@@ -88,5 +88,6 @@ class Ingestor:
             size_bytes=len(image),
         )
         row = catalog.get(self.engine, url)
-        assert row is not None
+        if row is None:  # deleted between the write and this read: say so rather than answer nothing
+            raise Unavailable(f"the catalog row of {url} vanished while it was written; retry")
         return "ingested", row

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,11 @@ def code_version() -> str:
     """The image's build sets DANDELION_CODE_VERSION; a checkout falls back to its git commit."""
     if os.environ.get("DANDELION_CODE_VERSION"):
         return os.environ["DANDELION_CODE_VERSION"]
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
+    git = shutil.which("git")
+    if git is None:
+        return importlib.metadata.version("dandelion")
+    commit = subprocess.run(  # noqa: S603  # a fixed command, no user input
+        [git, "rev-parse", "--short", "HEAD"],
         capture_output=True,
         text=True,
         cwd=Path(__file__).parent,

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import io
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -89,6 +91,12 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def cpu_computes_bfloat16(cpuinfo: str) -> bool:
+    """Whether the CPU flags (Linux's /proc/cpuinfo) include AVX512-BF16 or AMX-BF16. Read from the
+    kernel, because torch answers this only through private functions."""
+    return bool(re.search(r"^flags\s*:.*\b(avx512_bf16|amx_bf16)\b", cpuinfo, re.MULTILINE))
+
+
 def compute_dtype(precision: str) -> torch.dtype:
     """bfloat16 only where the hardware computes it natively (CUDA, or a CPU with AVX512-BF16 or AMX): there
     it more than halves the training time; elsewhere it would be emulated and gain nothing."""
@@ -97,7 +105,8 @@ def compute_dtype(precision: str) -> torch.dtype:
     if torch.cuda.is_available():
         native = torch.cuda.is_bf16_supported()
     else:
-        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        cpuinfo = Path("/proc/cpuinfo")
+        native = cpuinfo.is_file() and cpu_computes_bfloat16(cpuinfo.read_text())
     return torch.bfloat16 if native else torch.float32
 
 

@@ -62,7 +62,8 @@ def function_command(part: str, host: str, port: int) -> list[str]:
 def start(command: list[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
     """A server process in a session of its own, so that `stop` reaches its workers too (gunicorn's,
     uvicorn's) and a Ctrl-C meant for `dandelion up` reaches only `up`, which stops them in order."""
-    return subprocess.Popen(command, env=dict(env or os.environ), start_new_session=True)
+    # S603: the commands are built here from sys.executable and fixed arguments.
+    return subprocess.Popen(command, env=dict(env or os.environ), start_new_session=True)  # noqa: S603
 
 
 def stop(process: subprocess.Popen[bytes], grace: float = 5) -> None:

@@ -39,7 +39,7 @@ log = logging.getLogger("dandelion.runner")
 Manifest = dict[str, Any]
 _EXPRESSION = re.compile(r"{{\s*([^{}]+?)\s*}}")
 _DEPENDENCY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
-POD_TMP = "/tmp/"  # the pod's /tmp, where Hera's runner writes its outputs; a fresh folder here
+POD_TMP = "/tmp/"  # noqa: S108  # the pod's /tmp, where Hera's runner writes its outputs; a fresh folder here
 STDERR_TAIL = 2000  # characters of a failed step's stderr quoted in the failure
 
 
