@@ -32,6 +32,15 @@ def cmd_seed(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(_args: argparse.Namespace) -> int:
+    """What the cluster's init job runs; every process that opens the catalog does the same first."""
+    from functions.lib import catalog, schema
+
+    with catalog.open_catalog(_settings().db_url).connect() as connection:
+        print(f"catalog schema at revision {schema.current(connection)} (head {schema.head()})")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from workflows.local.runner import WorkflowFailed
     from workflows.local.stack import run_workflow
@@ -99,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     seed = commands.add_parser("seed", help="insert the 400 canonical rows into plants_data (idempotent)")
     seed.set_defaults(func=cmd_seed)
+
+    migrate = commands.add_parser("migrate", help="bring the catalog's schema to the newest migration")
+    migrate.set_defaults(func=cmd_migrate)
 
     run = commands.add_parser("run", help="run a workflow locally from its Hera definition")
     run.add_argument("workflow", help="extract-images, train-model or weekly-retrain")

@@ -1,0 +1,1 @@
+"""Alembic's migrations of the catalog (`env.py` and `versions/`); `functions.lib.schema` runs them."""
