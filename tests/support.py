@@ -58,8 +58,19 @@ def train_tiny_model(seed: int, per_class: int = 10) -> tuple[bytes, dict]:
 
 
 def publish_model(store_url: str, version: str, model: tuple[bytes, dict]) -> dict:
-    """Promote a tiny model as `version` exactly as promotion does; returns the pointer."""
+    """Publish a tiny model as `version` exactly as promotion does; returns the pointer."""
     from workflows.lib.promotion import publish
+    from workflows.lib.tracking import ModelVersion
 
     onnx_bytes, metadata = model
-    return publish(open_store(store_url), version, onnx_bytes, metadata | {"version": version})
+    registered = ModelVersion(
+        version=version,
+        run_id=metadata["mlflow_run_id"],
+        dataset_version=metadata["dataset_version"],
+        metrics=metadata["metrics"],
+        onnx_bytes=onnx_bytes,
+        prep=Preprocessing.from_dict(metadata),
+        num_parameters=metadata["num_parameters"],
+        code_version=None,
+    )
+    return publish(open_store(store_url), registered)

@@ -48,7 +48,7 @@ def snapshot_dataset() -> Snapshot:
 def train_model(
     snapshot: dict[str, Any], epochs: int = defaults.EPOCHS, seed: int = defaults.SEED
 ) -> Trained:
-    """Train on the snapshot's train split, log everything to a new MLflow run, log the model (ONNX)."""
+    """Train on the snapshot's train split, log everything to a new MLflow run, log the model (pyfunc)."""
     from workflows.lib import tracking
 
     run_id, model_uri = tracking.train_run(_store(), snapshot, epochs, seed)
@@ -61,7 +61,7 @@ def evaluate_model(trained: dict[str, Any]) -> Evaluated:
     from workflows.lib import tracking
     from workflows.lib.evaluation import evaluate
 
-    onnx_bytes, prep = tracking.load_model(trained["run_id"], trained["model_uri"])
+    onnx_bytes, prep = tracking.load_model(trained["model_uri"])
     report = evaluate(onnx_bytes, prep, _store(), trained["dataset_version"])
     tracking.log_evaluation(trained["run_id"], report)
     return trained | {"metrics": report.metrics}
@@ -77,11 +77,16 @@ def register_model(evaluated: dict[str, Any]) -> Registered:
 
 @step()
 def promote_model(registered: dict[str, Any], min_accuracy: float = defaults.MIN_ACCURACY) -> Promoted:
-    """The gate: at least `min_accuracy`, and not below the champion re-evaluated on the same test split."""
+    """The gate: at least `min_accuracy`, and not below the champion re-evaluated on the same test split.
+    A promoted version gets the registry's alias first; the pointer predict reads follows the alias."""
     from workflows.lib import promotion, tracking
 
-    decision = promotion.promote(_store(), tracking.candidate(registered), min_accuracy)
-    tracking.record_promotion(registered["version"], decision)
+    store = _store()
+    candidate = tracking.model_version(registered["version"])
+    decision = promotion.decide(store, candidate, tracking.champion(), min_accuracy)
+    tracking.record_promotion(candidate.version, decision)
+    if decision["promoted"]:
+        promotion.publish_champion(store)
     return registered | decision
 
 

@@ -3,13 +3,18 @@
 Small and fast on purpose: 32 real images, one epoch. Accuracy is the benchmark's business.
 """
 
+import base64
 import hashlib
 import io
 import json
 import os
+import sys
+from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
+import requests
 from PIL import Image
 
 from functions.lib import catalog
@@ -20,9 +25,10 @@ from functions.lib.layout import CHAMPION_KEY, MODEL_NAME, read_champion
 from functions.lib.onnx_classifier import OnnxClassifier
 from functions.lib.preprocessing import Preprocessing
 from functions.lib.store import FileStore, open_store
-from tests.conftest import DATASET, canonical
-from workflows.lib.promotion import Candidate, promote
-from workflows.local.processes import free_port
+from tests.conftest import DATASET, FunctionProcess, canonical
+from workflows.lib import promotion
+from workflows.local import cli
+from workflows.local.processes import free_port, start, stop, wait_healthy
 from workflows.local.stack import run_workflow
 
 pytestmark = pytest.mark.integration
@@ -141,25 +147,15 @@ def test_the_champion_is_re_evaluated_on_the_candidate_split(platform) -> None:
     assert tags["champion_accuracy_same_split"] == expected
 
 
-def test_a_crash_between_export_and_pointer_leaves_the_old_champion_serving_ready(
+def test_a_crash_between_alias_and_pointer_leaves_the_old_champion_serving_and_publishing_repairs_it(
     platform, monkeypatch
 ) -> None:
     """Promotion itself, in this process (a step runs in a process of its own, out of a test's reach),
-    with the store failing exactly at the pointer write."""
+    with the store failing exactly at the pointer write, after the registry's alias moved."""
     settings, store = platform
-    train(settings)
+    first = train(settings)
     champion = read_champion(store)
-    metadata = json.loads(store.get(f"models/{champion['version']}/metadata.json"))
-    candidate = Candidate(
-        version="2",
-        run_id=metadata["mlflow_run_id"],
-        dataset_version=metadata["dataset_version"],
-        metrics={"test_accuracy": 1.0},
-        onnx_bytes=store.get(champion["key"]),
-        prep=Preprocessing.from_dict(metadata),
-        num_parameters=metadata["num_parameters"],
-        code_version=None,
-    )
+    second = train(settings, **{"min-accuracy": "1.01"})  # registered, not promoted
     real_put = FileStore.put
 
     def crash_on_pointer(self, key, data, content_type="application/octet-stream"):
@@ -169,12 +165,85 @@ def test_a_crash_between_export_and_pointer_leaves_the_old_champion_serving_read
 
     monkeypatch.setattr(FileStore, "put", crash_on_pointer)
     with pytest.raises(OSError, match="killed before the pointer write"):
-        promote(store, candidate, min_accuracy=0)
-    assert read_champion(store) == champion
-    exported = {k.split("/")[1] for k in store.keys("models/") if k != CHAMPION_KEY}
-    assert len(exported) == 2  # the new model was exported, but nothing points at it
-    metadata = json.loads(store.get(f"models/{champion['version']}/metadata.json"))
+        promotion.make_champion(store, second["version"])
+    assert read_champion(store) == champion  # predict keeps serving the old champion, whole
+    assert store.exists(f"models/{second['version']}/model.onnx")  # exported, but nothing points at it
+    metadata = json.loads(store.get(f"models/{first['version']}/metadata.json"))
     onnx_bytes = store.get(champion["key"])
     assert hashlib.sha256(onnx_bytes).hexdigest() == champion["sha256"]
     image = Image.open(io.BytesIO((DATASET / "dandelion" / "00000002.jpg").read_bytes()))
     assert OnnxClassifier(onnx_bytes, Preprocessing.from_dict(metadata)).classify([image]).shape == (1, 2)
+
+    monkeypatch.undo()
+    assert promotion.publish_champion(store)["version"] == second["version"]  # the pointer follows the alias
+    assert read_champion(store)["version"] == second["version"]
+
+
+def predict_answer(url: str, image: bytes) -> dict:
+    response = requests.post(f"{url}/predict", files={"file": ("i.jpg", image)}, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_dandelion_promote_moves_alias_and_pointer_and_rolls_predict_back(platform, tmp_path) -> None:
+    settings, store = platform
+    first = train(settings)["version"]
+    second = train(settings, seed="1")["version"]
+    env = dict(os.environ, DANDELION_HOME=str(tmp_path / "predict"))
+    predict = FunctionProcess("predict", env, ready="/v2/health/live")
+    os.environ["DANDELION_PREDICT_URL"] = predict.url  # where `dandelion promote` rolls out
+    image = (DATASET / "grass" / "00000005.jpg").read_bytes()
+    try:
+        for version in (second, first):  # forward past the gate, then back
+            assert cli.main(["promote", version]) == 0
+            assert mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion").version == version
+            assert read_champion(store)["version"] == version
+            assert predict_answer(predict.url, image)["model_version"] == version
+    finally:
+        predict.stop()
+
+
+def test_the_registered_model_classifies_image_bytes_as_predict_does(platform, tmp_path) -> None:
+    """`models:/dandelion-grass@champion` as a pyfunc, and served by `mlflow models serve`, answer with
+    predict's probabilities: preprocessing included, from encoded bytes."""
+    settings, _ = platform
+    version = train(settings)["version"]
+    info = mlflow.models.get_model_info(f"models:/{MODEL_NAME}@champion")
+    assert info.signature.inputs.to_dict() == [{"type": "binary", "name": "image", "required": True}]
+    assert {c["name"] for c in info.signature.outputs.to_dict()} == {"predicted_class", "confidence", *LABELS}
+    assert info.saved_input_example_info is not None
+    images = [(DATASET / label / "00000011.jpg").read_bytes() for label in LABELS]
+    predict = FunctionProcess(
+        "predict", dict(os.environ, DANDELION_HOME=str(tmp_path / "predict")), ready="/health"
+    )
+    serve_port = free_port()
+    model = f"models:/{MODEL_NAME}@champion"
+    serve_command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model, "--env-manager"]
+    # `mlflow models serve` starts `uvicorn` from PATH, as a user's activated environment has it.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    serve = start(
+        [*serve_command, "local", "--host", "127.0.0.1", "--port", str(serve_port)],
+        dict(os.environ, PATH=path),
+    )
+    try:
+        answers = [predict_answer(predict.url, image) for image in images]
+        assert {a["model_version"] for a in answers} == {version}
+        loaded = mlflow.pyfunc.load_model(model)
+        frame = loaded.predict(pd.DataFrame({"image": images}))
+        wait_healthy(f"http://127.0.0.1:{serve_port}/ping", serve, timeout=120)
+        body = {
+            "dataframe_split": {
+                "columns": ["image"],
+                "data": [[base64.b64encode(i).decode()] for i in images],
+            }
+        }
+        served = requests.post(f"http://127.0.0.1:{serve_port}/invocations", json=body, timeout=60)
+        assert served.status_code == 200, served.text
+        for rows in (frame.to_dict("records"), served.json()["predictions"]):
+            for row, answer in zip(rows, answers, strict=True):
+                assert row["predicted_class"] == answer["predicted_class"]
+                for label in LABELS:
+                    assert row[label] == pytest.approx(answer["probabilities"][label], abs=1e-6)
+    finally:
+        stop(serve)
+        predict.stop()

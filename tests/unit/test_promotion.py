@@ -5,8 +5,10 @@ from pathlib import Path
 import pytest
 
 from functions.lib.layout import CHAMPION_KEY, read_champion
+from functions.lib.preprocessing import Preprocessing
 from functions.lib.store import FileStore
 from workflows.lib.promotion import gate, publish
+from workflows.lib.tracking import ModelVersion
 
 
 @pytest.mark.parametrize(
@@ -35,9 +37,27 @@ class RecordingStore(FileStore):
 def test_publish_writes_the_pointer_last(tmp_path: Path) -> None:
     store = RecordingStore(tmp_path)
     assert read_champion(store) is None
-    pointer = publish(store, "7", b"onnx-bytes", {"metrics": {"test_accuracy": 0.97}})
+    model = ModelVersion(
+        "7", "run-7", "d-1", {"test_accuracy": 0.97}, b"onnx-bytes", Preprocessing(), 1000, "abc"
+    )
+    pointer = publish(store, model)
     assert store.order == ["models/7/model.onnx", "models/7/metadata.json", CHAMPION_KEY]
     assert read_champion(store) == pointer
-    assert pointer["key"] == "models/7/model.onnx"
+    assert (pointer["version"], pointer["key"]) == ("7", "models/7/model.onnx")
     assert pointer["sha256"] == hashlib.sha256(b"onnx-bytes").hexdigest()
-    assert json.loads(store.get("models/7/metadata.json")) == {"metrics": {"test_accuracy": 0.97}}
+    metadata = json.loads(store.get("models/7/metadata.json"))
+    assert metadata.pop("created_at")
+    assert metadata == {
+        "name": "dandelion-grass",
+        "version": "7",
+        "input_size": 128,
+        "resize": 144,
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "classes": ["dandelion", "grass"],
+        "dataset_version": "d-1",
+        "metrics": {"test_accuracy": 0.97},
+        "num_parameters": 1000,
+        "mlflow_run_id": "run-7",
+        "code_version": "abc",
+    }

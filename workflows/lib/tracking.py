@@ -1,5 +1,5 @@
-"""MLflow, in one module: the training run and what it logs, loading a run's model back, the evaluation's
-metrics and figures, the registry (every candidate registered, the alias `champion` on the promoted one).
+"""MLflow, in one module: the training run and what it logs, the model as a pyfunc, the evaluation's
+metrics and figures, and the registry, which decides the champion (the alias `champion`).
 
 Everything else in the workflows reaches MLflow through these functions; MLFLOW_TRACKING_URI says where.
 """
@@ -7,27 +7,49 @@ Everything else in the workflows reaches MLflow through these functions; MLFLOW_
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
+import io
+import json
 import os
 import shutil
 import subprocess
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.onnx
-import onnx
+import mlflow.pyfunc
 import pandas as pd
 from mlflow.data.pandas_dataset import from_pandas
+from mlflow.exceptions import MlflowException
+from PIL import Image
 
+from functions.lib.image_model import INPUT_COLUMN, ImageClassifier
 from functions.lib.layout import MODEL_NAME, manifest_key
 from functions.lib.preprocessing import Preprocessing
 from functions.lib.store import ObjectStore
 from workflows.lib import dataset
 from workflows.lib.evaluation import Report, confusion_figure
-from workflows.lib.promotion import Candidate
 
 EXPERIMENT = "dandelion"
 CHAMPION_ALIAS = "champion"
+# What the registered model needs to run anywhere MLflow runs it, pinned as pyproject pins it here.
+MODEL_REQUIREMENTS = ("mlflow", "onnxruntime", "Pillow", "numpy", "pandas")
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A registered version of the model and what serving and publishing need from it."""
+
+    version: str
+    run_id: str
+    dataset_version: str
+    metrics: dict[str, float]  # the test metrics evaluate-model logged
+    onnx_bytes: bytes
+    prep: Preprocessing
+    num_parameters: int
+    code_version: str | None
 
 
 def code_version() -> str:
@@ -47,9 +69,35 @@ def code_version() -> str:
     return commit or importlib.metadata.version("dandelion")
 
 
+def _jpeg(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.convert("RGB").save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def log_pyfunc(onnx_bytes: bytes, prep: Preprocessing, example: Image.Image) -> str:
+    """Log the model as a pyfunc (`functions.lib.image_model`): the ONNX graph and its preprocessing as
+    artifacts, the `functions` package as code, a signature and an input example made from `example`.
+    Returns the model URI."""
+    with tempfile.TemporaryDirectory() as folder:
+        paths = {"model": Path(folder, "model.onnx"), "preprocessing": Path(folder, "preprocessing.json")}
+        paths["model"].write_bytes(onnx_bytes)
+        paths["preprocessing"].write_text(json.dumps(prep.to_dict()))
+        package = Path(inspect.getfile(ImageClassifier)).parents[1]  # functions/, the model's code
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(package / "lib" / "mlflow_model.py"),  # models from code: nothing pickled
+            artifacts={name: str(path) for name, path in paths.items()},
+            code_paths=[str(package)],  # copied in, so that any environment with the requirements loads it
+            input_example=pd.DataFrame({INPUT_COLUMN: [_jpeg(example)]}),
+            pip_requirements=[f"{name}=={importlib.metadata.version(name)}" for name in MODEL_REQUIREMENTS],
+        )
+    return str(info.model_uri)
+
+
 def train_run(store: ObjectStore, snapshot: dict[str, Any], epochs: int, seed: int) -> tuple[str, str]:
     """Train on the snapshot's train split inside a new MLflow run that logs the parameters, the
-    per-epoch metrics, the dataset, the state dict, the preprocessing and the ONNX model.
+    per-epoch metrics, the dataset, the state dict, the preprocessing and the model (a pyfunc).
     Returns (run id, model URI)."""
     # torch is imported here, not with this module: the other steps need MLflow but not torch.
     from workflows.lib.training import TrainConfig, compute_dtype, export_onnx, parameter_count, train
@@ -90,21 +138,16 @@ def train_run(store: ObjectStore, snapshot: dict[str, Any], epochs: int, seed: i
         mlflow.log_param("num_parameters", parameter_count(model))
         mlflow.pytorch.log_state_dict(model.state_dict(), "pytorch")
         mlflow.log_dict(prep.to_dict(), "preprocessing.json")
-        info = mlflow.onnx.log_model(
-            onnx.load_from_string(export_onnx(model, prep)),
-            name="model",
-            save_as_external_data=False,
-            # The serving dependency as pyproject pins it: whatever is installed here is that pin.
-            pip_requirements=[f"onnxruntime=={importlib.metadata.version('onnxruntime')}"],
-        )
-    return run.info.run_id, info.model_uri
+        model_uri = log_pyfunc(export_onnx(model, prep), prep, train_set[0][0])
+    return run.info.run_id, model_uri
 
 
-def load_model(run_id: str, model_uri: str) -> tuple[bytes, Preprocessing]:
-    """A run's ONNX model and the preprocessing saved with it: exactly what would serve."""
-    onnx_bytes = mlflow.onnx.load_model(model_uri).SerializeToString()
-    prep = Preprocessing.from_dict(mlflow.artifacts.load_dict(f"runs:/{run_id}/preprocessing.json"))
-    return onnx_bytes, prep
+def load_model(model_uri: str) -> tuple[bytes, Preprocessing]:
+    """A logged model's ONNX graph and the preprocessing saved with it: exactly what would serve."""
+    with tempfile.TemporaryDirectory() as folder:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=folder))
+        prep = Preprocessing.from_dict(json.loads((local / "artifacts" / "preprocessing.json").read_text()))
+        return (local / "artifacts" / "model.onnx").read_bytes(), prep
 
 
 def log_evaluation(run_id: str, report: Report) -> None:
@@ -124,15 +167,19 @@ def register(model_uri: str, dataset_version: str) -> str:
     return str(registered.version)
 
 
-def candidate(registered: dict[str, Any]) -> Candidate:
-    """A registered version with what promotion needs: its model, preprocessing, metrics and run facts."""
-    onnx_bytes, prep = load_model(registered["run_id"], registered["model_uri"])
-    run = mlflow.MlflowClient().get_run(registered["run_id"])
-    return Candidate(
-        version=registered["version"],
-        run_id=registered["run_id"],
-        dataset_version=registered["dataset_version"],
-        metrics=registered["metrics"],
+def model_version(version: str) -> ModelVersion:
+    """A registered version with its model, its test metrics and the facts of its run."""
+    client = mlflow.MlflowClient()
+    registered = client.get_model_version(MODEL_NAME, version)
+    if registered.run_id is None:
+        raise ValueError(f"{MODEL_NAME} version {version} was not logged by a run")
+    run = client.get_run(registered.run_id)
+    onnx_bytes, prep = load_model(f"models:/{MODEL_NAME}/{version}")
+    return ModelVersion(
+        version=str(registered.version),
+        run_id=registered.run_id,
+        dataset_version=registered.tags["dataset_version"],
+        metrics={k: v for k, v in run.data.metrics.items() if k.startswith("test_")},
         onnx_bytes=onnx_bytes,
         prep=prep,
         num_parameters=int(run.data.params["num_parameters"]),
@@ -140,9 +187,28 @@ def candidate(registered: dict[str, Any]) -> Candidate:
     )
 
 
+def champion() -> ModelVersion | None:
+    """The version the alias `champion` names: the one source of truth for what serves."""
+    try:
+        aliases = mlflow.MlflowClient().get_registered_model(MODEL_NAME).aliases
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":  # nothing registered yet
+            return None
+        raise
+    version = aliases.get(CHAMPION_ALIAS)
+    return model_version(str(version)) if version is not None else None
+
+
+def set_champion(version: str) -> None:
+    """Move the alias by hand (`dandelion promote`: a roll-back, or a roll-forward past the gate)."""
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias(MODEL_NAME, CHAMPION_ALIAS, version)
+    client.set_model_version_tag(MODEL_NAME, version, "promotion", "manual")
+
+
 def record_promotion(version: str, decision: dict[str, Any]) -> None:
-    """The registry's side of the decision: the alias moves to a promoted version; a rejected one keeps
-    its reason as a tag; both keep what the gate compared them with."""
+    """The registry's side of the gate's decision: the alias moves to a promoted version; a rejected one
+    keeps its reason as a tag; both keep what the gate compared them with."""
     client = mlflow.MlflowClient()
     if decision["champion_accuracy_same_split"] is not None:
         compared = f"{decision['previous_champion']}: {decision['champion_accuracy_same_split']}"

@@ -41,6 +41,23 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _default_mlflow() -> None:
+    """DESIGN.md: without MLFLOW_TRACKING_URI, the MLflow server that `dandelion up` starts."""
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{DEFAULT_PORTS['mlflow']}")
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    """Make VERSION the champion: the registry's alias, then the pointer, then the roll-out."""
+    from functions.lib.store import open_store
+    from workflows.lib import promotion, rollout
+
+    _default_mlflow()
+    pointer = promotion.make_champion(open_store(_settings().store_url), args.version)
+    print(f"champion: {json.dumps(pointer)}")
+    print(rollout.roll_out_predict(args.version))
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from workflows.local.runner import WorkflowFailed
     from workflows.local.stack import run_workflow
@@ -51,8 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not sep:
             raise SystemExit(f"-p expects name=value, got {item!r}")
         parameters[name] = value
-    # DESIGN.md: without MLFLOW_TRACKING_URI, the MLflow server that `dandelion up` starts.
-    os.environ.setdefault("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{DEFAULT_PORTS['mlflow']}")
+    _default_mlflow()
     try:
         print(json.dumps(run_workflow(args.workflow, parameters, _settings()), indent=2))
     except WorkflowFailed as exc:
@@ -116,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("workflow", help="extract-images, train-model or weekly-retrain")
     run.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE")
     run.set_defaults(func=cmd_run)
+
+    promote = commands.add_parser(
+        "promote",
+        help="make a registered version the champion (the alias, the pointer, predict): a roll-back",
+    )
+    promote.add_argument("version", help="the registered version of dandelion-grass")
+    promote.set_defaults(func=cmd_promote)
 
     render = commands.add_parser("render", help="write the Argo YAML and MySQL init SQL into platform/")
     render.add_argument("directory", nargs="?", default=str(PLATFORM_DIR))
