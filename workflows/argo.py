@@ -12,7 +12,7 @@ import functools
 from collections.abc import Mapping
 
 from hera.workflows import ConfigMapEnvFrom, Parameter, SecretEnvFrom, WorkflowTemplate, script
-from hera.workflows.models import ValueFrom
+from hera.workflows.models import Mutex, Synchronization, ValueFrom
 
 from workflows.defaults import IMAGE, SERVICE_ACCOUNT
 
@@ -26,13 +26,17 @@ step = functools.partial(
 )
 
 
-def workflow_template(name: str, entrypoint: str, parameters: Mapping[str, str]) -> WorkflowTemplate:
-    """A WorkflowTemplate running as the workflows' service account, with `parameters` (name -> default)."""
+def workflow_template(
+    name: str, entrypoint: str, parameters: Mapping[str, str], one_at_a_time: bool = False
+) -> WorkflowTemplate:
+    """A WorkflowTemplate running as the workflows' service account, with `parameters` (name -> default);
+    `one_at_a_time` holds a mutex named after it, so a second run waits for the first."""
     return WorkflowTemplate(
         name=name,
         entrypoint=entrypoint,
         service_account_name=SERVICE_ACCOUNT,
         arguments=arguments(parameters),
+        synchronization=Synchronization(mutexes=[Mutex(name=name)]) if one_at_a_time else None,
     )
 
 

@@ -17,8 +17,12 @@ MIN_ACCURACY = 0.85  # the gate's floor on the frozen test split
 # weekly-retrain: Mondays at 03:00 UTC
 WEEKLY_SCHEDULE = "0 3 * * 1"
 
-# What every workflow runs as and in (platform/ defines both).
+# Retraining on events: the alert (observability) that reports live quality dropped.
+QUALITY_ALERT = "DandelionLiveQualityDrop"
+
+# What every workflow runs as and in (platform/ defines both), and what the retrain Sensor runs as.
 SERVICE_ACCOUNT = "dandelion-workflows"
+SENSOR_SERVICE_ACCOUNT = "dandelion-retrain-sensor"
 IMAGE = "dandelion-workflows:latest"
 
 # The workflows' parameters as Argo declares them (name -> default), shared by the CronWorkflow that

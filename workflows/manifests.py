@@ -7,10 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hera.workflows import CronWorkflow, WorkflowTemplate
 
 from functions.lib.catalog import mysql_init_sql
-from workflows import extract_images, train_model, weekly_retrain
+from workflows import extract_images, retrain_events, train_model, weekly_retrain
 
 # Argo object name -> its Hera builder; platform/argo/<name>.yaml is rendered from it.
 WORKFLOWS: dict[str, Callable[[], WorkflowTemplate | CronWorkflow]] = {
@@ -27,6 +28,11 @@ def manifests() -> list[dict[str, Any]]:
 def rendered_files() -> dict[str, str]:
     """Relative path under platform/ -> content: the Argo YAML and the MySQL init script."""
     files = {f"argo/{name}.yaml": build().to_yaml() for name, build in WORKFLOWS.items()}
+    for name, manifest in (
+        ("eventsource", retrain_events.event_source()),
+        ("sensor", retrain_events.sensor()),
+    ):
+        files[f"argo-events/{name}.yaml"] = yaml.safe_dump(manifest, sort_keys=False)
     files["mysql/init.sql"] = mysql_init_sql()
     return files
 

@@ -29,6 +29,7 @@ Evaluated = Annotated[dict[str, Any], Parameter(name="evaluated")]
 Registered = Annotated[dict[str, Any], Parameter(name="registered")]
 Promoted = Annotated[dict[str, Any], Parameter(name="promoted")]
 RolledOut = Annotated[dict[str, Any], Parameter(name="rollout")]
+LabelsLeft = Annotated[dict[str, Any], Parameter(name="labels")]
 
 
 def _store() -> ObjectStore:
@@ -39,8 +40,10 @@ def _store() -> ObjectStore:
 def snapshot_dataset() -> Snapshot:
     """Freeze the ingested rows into a manifest; the same rows give the same version."""
     settings = Settings.from_env()
-    version, examples = dataset.snapshot(open_catalog(settings.db_url), open_store(settings.store_url))
-    return {"dataset_version": version, "images": dict(Counter(e.split for e in examples))}
+    engine, store = open_catalog(settings.db_url), open_store(settings.store_url)
+    version, examples, new_labels = dataset.snapshot(engine, store)
+    splits = dict(Counter(e.split for e in examples))
+    return {"dataset_version": version, "images": splits, "new_labels": new_labels}
 
 
 # Training holds every resized image and the epoch's augmented batch in memory: ask for it.
@@ -91,6 +94,15 @@ def promote_model(registered: dict[str, Any], min_accuracy: float = defaults.MIN
 
 
 @step()
+def count_labels_trained(promoted: dict[str, Any]) -> LabelsLeft:
+    """The training succeeded: the labels its snapshot held no longer count towards the next one."""
+    from functions.lib import retrain
+
+    left = retrain.labels_trained(open_catalog(Settings.from_env().db_url), promoted["new_labels"])
+    return {"new_labels_trained": promoted["new_labels"], "new_labels_left": left}
+
+
+@step()
 def roll_out(promoted: dict[str, Any]) -> RolledOut:
     """Move serving onto the new champion: on Knative, pin the predict Service to the version."""
     if not promoted["promoted"]:
@@ -104,7 +116,8 @@ def roll_out(promoted: dict[str, Any]) -> RolledOut:
 
 def build() -> WorkflowTemplate:
     with (
-        workflow_template("train-model", "train", defaults.TRAIN_PARAMETERS) as template,
+        # One training at a time, whatever starts it (the schedule, new labels, a quality alert).
+        workflow_template("train-model", "train", defaults.TRAIN_PARAMETERS, one_at_a_time=True) as template,
         DAG(
             name="train",
             inputs=inputs(defaults.TRAIN_PARAMETERS),
@@ -128,5 +141,6 @@ def build() -> WorkflowTemplate:
             }
         )
         rolled = roll_out(arguments={"promoted": promoted.get_parameter("promoted")})
-        snapshot >> trained >> evaluated >> registered >> promoted >> rolled
+        counted = count_labels_trained(arguments={"promoted": promoted.get_parameter("promoted")})
+        snapshot >> trained >> evaluated >> registered >> promoted >> rolled >> counted
     return template

@@ -22,7 +22,6 @@ from functions.lib.errors import BadRequest, DandelionError, MethodNotAllowed, N
 
 Handler = Callable[..., flask.Response]  # (request, **the rule's variables) -> response
 
-MAX_EVENT_BYTES = 64 * 1024
 # Methods counted by name; anything else a client invents is counted as "other", so that no client
 # can grow the metrics without bound.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -116,16 +115,20 @@ class HttpApi:
 
     def __init__(self, function: str, routes: Iterable[Route]) -> None:
         self.function = function
-        routes = list(routes)
-        self.handlers = {route.rule: route.handler for route in routes}
-        self.map = Map([Rule(route.rule, endpoint=route.rule, methods=route.methods) for route in routes])
+        self.routes = list(routes)  # one rule may have a route per method: each is its own endpoint
+        self.map = Map(
+            [
+                Rule(route.rule, endpoint=index, methods=route.methods)
+                for index, route in enumerate(self.routes)
+            ]
+        )
 
-    def _match(self, request: flask.Request) -> tuple[str, Mapping[str, Any]]:
+    def _match(self, request: flask.Request) -> tuple[Route, Mapping[str, Any]]:
         # A trailing slash is accepted anywhere (`/predict/` is `/predict`) instead of redirected.
         path = request.path.rstrip("/") or "/"
         try:
-            rule, arguments = self.map.bind("localhost").match(path, method=request.method)
-            return str(rule), arguments
+            index, arguments = self.map.bind("localhost").match(path, method=request.method)
+            return self.routes[int(index)], arguments
         except http_errors.MethodNotAllowed as exc:
             allowed = sorted(exc.valid_methods or [])
             usable = ", ".join(m for m in allowed if m != "HEAD")
@@ -138,8 +141,9 @@ class HttpApi:
     def _answer(self, request: flask.Request) -> tuple[str, flask.Response]:
         route = UNMATCHED
         try:
-            route, arguments = self._match(request)
-            return route, self.handlers[route](request, **arguments)
+            matched, arguments = self._match(request)
+            route = matched.rule
+            return route, matched.handler(request, **arguments)
         except DandelionError as exc:
             if exc.status >= 500:
                 log.warning(
@@ -199,9 +203,10 @@ def read_body(request: flask.Request, limit: int) -> bytes:
     return body
 
 
-def read_event(request: flask.Request) -> dict[str, Any]:
-    """The JSON object a request carries, plain or as a CloudEvent (binary or structured mode)."""
-    body = read_body(request, MAX_EVENT_BYTES)
+def read_event(request: flask.Request, limit: int) -> dict[str, Any]:
+    """The JSON object a request carries, plain or as a CloudEvent (binary or structured mode), refused
+    past `limit` bytes."""
+    body = read_body(request, limit)
     if "ce-specversion" in request.headers or request.mimetype == "application/cloudevents+json":
         from cloudevents.exceptions import GenericException
         from cloudevents.http import from_http

@@ -13,6 +13,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
+    Connection,
     DateTime,
     Engine,
     Index,
@@ -70,6 +71,9 @@ plants_data = Table(
         onupdate=func.current_timestamp(),
         server_onupdate=FetchedValue(),
     ),
+    # Who decided on the row (an admin accepting a submission), and when.
+    Column("decided_by", String(64)),
+    Column("decided_at", DateTime),
     CheckConstraint(f"label IN ({_sql_list(LABELS)})", name="ck_plants_data_label"),
     CheckConstraint(f"status IN ({_sql_list(STATUSES)})", name="ck_plants_data_status"),
     Index("ux_plants_data_url_hash", "url_hash", unique=True),
@@ -134,12 +138,12 @@ def unavailable_on_outage(what: str) -> Iterator[None]:
         raise
 
 
-def _upsert(engine: Engine, rows: Sequence[dict[str, Any]], update: Iterable[str]) -> None:
+def _upsert(connection: Connection, rows: Sequence[dict[str, Any]], update: Iterable[str]) -> None:
     """Insert rows keyed by url_hash; on a duplicate, update only `update` (nothing: keep the row)."""
     if not rows:
         return
     update = list(update)
-    dialect = engine.dialect.name
+    dialect = connection.dialect.name
     stmt: Executable
     if dialect == "sqlite":
         lite = sqlite.insert(plants_data).values(list(rows))
@@ -155,25 +159,28 @@ def _upsert(engine: Engine, rows: Sequence[dict[str, Any]], update: Iterable[str
         stmt = my.on_duplicate_key_update(mset)
     else:
         raise NotImplementedError(f"catalog dialect {dialect!r}")
-    with unavailable_on_outage("catalog"), engine.begin() as conn:
-        conn.execute(stmt)
+    connection.execute(stmt)
 
 
 def seed(engine: Engine) -> int:
     """Insert the canonical rows that are missing; returns how many were new (idempotent)."""
     before = count(engine)
-    _upsert(
-        engine,
-        [{"url_source": u, "url_hash": url_hash(u), "label": label} for u, label in seed_urls()],
-        update=(),
-    )
+    rows = [{"url_source": u, "url_hash": url_hash(u), "label": label} for u, label in seed_urls()]
+    with unavailable_on_outage("catalog"), engine.begin() as connection:
+        _upsert(connection, rows, update=())
     return count(engine) - before
 
 
 def record(engine: Engine, url: str, label: str, **fields: Any) -> None:
     """Create or update the row of `url` with the outcome of an ingestion attempt."""
+    with unavailable_on_outage("catalog"), engine.begin() as connection:
+        record_in(connection, url, label, **fields)
+
+
+def record_in(connection: Connection, url: str, label: str, **fields: Any) -> None:
+    """`record` inside a transaction of the caller's, with whatever else must commit with it."""
     row = {"url_source": url, "url_hash": url_hash(url), "label": label, **fields}
-    _upsert(engine, [row], update=[k for k in row if k not in ("url_source", "url_hash")])
+    _upsert(connection, [row], update=[k for k in row if k not in ("url_source", "url_hash")])
 
 
 def get(engine: Engine, url: str) -> dict[str, Any] | None:
@@ -196,11 +203,17 @@ def not_ingested(engine: Engine, limit: int = 0) -> list[dict[str, str]]:
         return [{"url": r.url_source, "label": r.label} for r in conn.execute(query)]
 
 
-def ingested_images(engine: Engine) -> list[tuple[str, str]]:
-    """(label, sha256) of every ingested row: what a dataset snapshot freezes."""
-    query = select(plants_data.c.label, plants_data.c.sha256).where(plants_data.c.status == "ingested")
-    with unavailable_on_outage("catalog"), engine.connect() as conn:
-        return [(label, sha256) for label, sha256 in conn.execute(query)]
+def ingested_images(connection: Connection) -> list[tuple[str, str]]:
+    """(label, sha256) of every ingested row: what a dataset snapshot freezes, inside the snapshot's
+    transaction (it reads the count of new labels in the same one). Rows a person decided on come first,
+    the latest decision first, so that where the same image has two labels the admin's wins."""
+    table = plants_data.c
+    query = (
+        select(table.label, table.sha256)
+        .where(table.status == "ingested")
+        .order_by(table.decided_at.is_(None), table.decided_at.desc(), table.id)
+    )
+    return [(label, sha256) for label, sha256 in connection.execute(query)]
 
 
 def count(engine: Engine) -> int:

@@ -12,7 +12,14 @@ from functions.lib.errors import ConfigError
 
 MiB = 1024 * 1024
 
-DEFAULT_PORTS = {"predict": 8081, "ingest-one-url": 8082, "validate-label": 8083, "web": 7860, "mlflow": 5000}
+DEFAULT_PORTS = {
+    "predict": 8081,
+    "ingest-one-url": 8082,
+    "validate-label": 8083,
+    "web": 7860,
+    "mlflow": 5000,
+    "retrain-webhook": 12000,  # as Argo Events' webhook EventSource listens in the cluster
+}
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,11 @@ class Settings:
     allow_private_urls: bool
     ingest_url: str
     predict_url: str
+    labels_url: str
+    retrain_webhook: str
+    admin_token: str | None = None  # unset: the admin routes refuse everything
+    retrain_min_new_labels: int = 10
+    outbox_retry_seconds: float = 30.0
     model_version: str | None = None  # set: predict serves this version only (a pinned Knative revision)
     max_upload_bytes: int = 10 * MiB
     model_poll_seconds: float = 10.0
@@ -51,6 +63,17 @@ class Settings:
             ingest_url=env.get("DANDELION_INGEST_URL")
             or f"http://127.0.0.1:{DEFAULT_PORTS['ingest-one-url']}/",
             predict_url=env.get("DANDELION_PREDICT_URL") or f"http://127.0.0.1:{DEFAULT_PORTS['predict']}",
+            labels_url=env.get("DANDELION_LABELS_URL")
+            or f"http://127.0.0.1:{DEFAULT_PORTS['validate-label']}",
+            retrain_webhook=env.get("DANDELION_RETRAIN_WEBHOOK")
+            or f"http://127.0.0.1:{DEFAULT_PORTS['retrain-webhook']}/retrain",
+            admin_token=env.get("DANDELION_ADMIN_TOKEN") or None,
+            retrain_min_new_labels=_positive_int(
+                env, "DANDELION_RETRAIN_MIN_NEW_LABELS", cls.retrain_min_new_labels
+            ),
+            outbox_retry_seconds=_positive_float(
+                env, "DANDELION_OUTBOX_RETRY_SECONDS", cls.outbox_retry_seconds
+            ),
             model_version=env.get("DANDELION_MODEL_VERSION") or None,
             max_upload_bytes=_positive_int(env, "DANDELION_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
             model_poll_seconds=_positive_float(env, "DANDELION_MODEL_POLL_SECONDS", cls.model_poll_seconds),

@@ -26,6 +26,13 @@ class Unauthorized(DandelionError):
     code = "unauthorized"
 
 
+class Forbidden(DandelionError):
+    """Authenticated or not, this is not allowed: the admin routes with no admin token configured."""
+
+    status = 403
+    code = "forbidden"
+
+
 class URLRefused(DandelionError):
     """The URL points somewhere ingestion must not go (private address, bad scheme after a redirect)."""
 

@@ -12,6 +12,7 @@ from prometheus_client import Counter
 from functions.lib.api import Route, json_response, metrics, read_event, require_str
 from functions.lib.ingest import Ingestor
 
+MAX_EVENT_BYTES = 64 * 1024  # a URL and a label, as JSON or a CloudEvent
 OUTCOMES = Counter("dandelion_ingest_total", "Ingestion attempts by outcome", ["outcome"])
 
 
@@ -19,7 +20,7 @@ def routes(ingestor: Callable[[], Ingestor]) -> list[Route]:
     """`ingestor` builds the ingestor on the first request (the cold start)."""
 
     def ingest(request: flask.Request) -> flask.Response:
-        data = read_event(request)
+        data = read_event(request, MAX_EVENT_BYTES)
         url, label = require_str(data, "url"), require_str(data, "label")
         try:
             outcome, row = ingestor().ingest(url, label)

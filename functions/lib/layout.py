@@ -5,7 +5,8 @@ predict function cannot disagree about a path.
 
 | key | written by | read by |
 |---|---|---|
-| `raw/<label>/<sha256>.jpg` | ingest-one-url | the dataset snapshot, training |
+| `raw/<label>/<sha256>.jpg` | ingest-one-url, validate-label (accepted) | the dataset snapshot, training |
+| `incoming/<sha256>.<ext>` | validate-label (submitted) | validate-label (the admin's review) |
 | `datasets/<dataset_version>/manifest.csv` | the snapshot step | training, evaluation, promotion |
 | `models/<version>/model.onnx`, `metadata.json` | promotion | predict |
 | `models/champion.json` | promotion, last | predict, the gate, `dandelion up` |
@@ -32,6 +33,11 @@ MLFLOW_ARTIFACTS = "mlflow-artifacts"
 def raw_key(label: str, sha256: str) -> str:
     """An ingested image, content-addressed; non-JPEG sources are re-encoded, hence always .jpg."""
     return f"raw/{label}/{sha256}.jpg"
+
+
+def incoming_key(sha256: str, extension: str) -> str:
+    """A submitted image as it was sent, until an admin accepts (then it is copied to raw/) or rejects it."""
+    return f"incoming/{sha256}.{extension}"
 
 
 def manifest_key(dataset_version: str) -> str:

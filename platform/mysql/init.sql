@@ -36,6 +36,61 @@ ALTER TABLE plants_data MODIFY updated_at DATETIME NOT NULL DEFAULT CURRENT_TIME
 
 UPDATE alembic_version SET version_num='0002' WHERE alembic_version.version_num = '0001';
 
+-- Running upgrade 0002 -> 0003
+
+CREATE TABLE submissions (
+    id BIGINT NOT NULL AUTO_INCREMENT,
+    sha256 CHAR(64) NOT NULL,
+    object_key VARCHAR(255) NOT NULL,
+    content_type VARCHAR(32) NOT NULL,
+    label VARCHAR(16) NOT NULL,
+    predicted_class VARCHAR(16),
+    confidence FLOAT,
+    model_version VARCHAR(64),
+    status VARCHAR(16) NOT NULL DEFAULT 'pending',
+    decided_label VARCHAR(16),
+    decided_by VARCHAR(64),
+    decided_at DATETIME,
+    created_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    PRIMARY KEY (id),
+    CONSTRAINT ck_submissions_label CHECK (label IN ('dandelion', 'grass')),
+    CONSTRAINT ck_submissions_decided CHECK (decided_label IS NULL OR decided_label IN ('dandelion', 'grass')),
+    CONSTRAINT ck_submissions_status CHECK (status IN ('pending', 'accepted', 'rejected'))
+)ENGINE=InnoDB CHARSET=utf8mb4;
+
+CREATE UNIQUE INDEX ux_submissions_sha256 ON submissions (sha256);
+
+CREATE INDEX ix_submissions_status ON submissions (status);
+
+CREATE TABLE retrain_state (
+    id INTEGER NOT NULL,
+    accepted_since_training INTEGER NOT NULL DEFAULT '0',
+    batches_announced INTEGER NOT NULL DEFAULT '0',
+    PRIMARY KEY (id)
+)ENGINE=InnoDB;
+
+INSERT INTO retrain_state (id, accepted_since_training, batches_announced) VALUES (1, 0, 0);
+
+CREATE TABLE outbox (
+    id BIGINT NOT NULL AUTO_INCREMENT,
+    event_type VARCHAR(128) NOT NULL,
+    payload TEXT NOT NULL,
+    created_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    claimed_until DATETIME,
+    attempts INTEGER NOT NULL DEFAULT '0',
+    last_error TEXT,
+    sent_at DATETIME,
+    PRIMARY KEY (id)
+)ENGINE=InnoDB CHARSET=utf8mb4;
+
+CREATE INDEX ix_outbox_sent_at ON outbox (sent_at);
+
+ALTER TABLE plants_data ADD COLUMN decided_by VARCHAR(64);
+
+ALTER TABLE plants_data ADD COLUMN decided_at DATETIME;
+
+UPDATE alembic_version SET version_num='0003' WHERE alembic_version.version_num = '0002';
+
 INSERT IGNORE INTO plants_data (url_source, url_hash, label) VALUES
   ('https://raw.githubusercontent.com/btphan95/greenr-airflow/refs/heads/master/data/dandelion/00000000.jpg', '15e843073feb87a41fb3f08c332d88aed11cdc6a8cce35c75cc35423e0d81278', 'dandelion'),
   ('https://raw.githubusercontent.com/btphan95/greenr-airflow/refs/heads/master/data/dandelion/00000001.jpg', 'c9f23d0b4e1626fc12750e192dcbc4f9328a3b1138c045a6f970d984bff03c67', 'dandelion'),

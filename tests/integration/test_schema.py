@@ -13,9 +13,25 @@ from tests.conftest import canonical
 pytestmark = pytest.mark.integration
 
 
+# plants_data's columns at revision 0001: what an old catalog has, and must keep, row for row.
+BASELINE_COLUMNS = (
+    "id",
+    "url_source",
+    "url_hash",
+    "url_s3",
+    "label",
+    "sha256",
+    "size_bytes",
+    "status",
+    "error",
+)
+BASELINE_COLUMNS += ("created_at", "updated_at")
+
+
 def rows(engine) -> list[dict]:
+    columns = [catalog.plants_data.c[name] for name in BASELINE_COLUMNS]
     with engine.connect() as connection:
-        query = select(catalog.plants_data).order_by(catalog.plants_data.c.id)
+        query = select(*columns).order_by(catalog.plants_data.c.id)
         return [dict(row) for row in connection.execute(query).mappings()]
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from PIL import Image
 from sqlalchemy import Engine
 
-from functions.lib import catalog
+from functions.lib import catalog, retrain
 from functions.lib.layout import manifest_key, raw_key
 from functions.lib.preprocessing import Preprocessing
 from functions.lib.store import ObjectStore
@@ -39,9 +39,9 @@ def split_of(sha256: str) -> str:
     return next(name for name, upper in SPLITS if bucket < upper)
 
 
-def _ingested(engine: Engine) -> list[Example]:
+def _examples(rows: list[tuple[str, str]]) -> list[Example]:
     by_sha: dict[str, str] = {}
-    for label, sha in catalog.ingested_images(engine):  # the same bytes under two URLs are one example
+    for label, sha in rows:  # the same bytes under two URLs are one example
         by_sha.setdefault(sha, label)
     return [Example(raw_key(label, sha), label, sha, split_of(sha)) for sha, label in sorted(by_sha.items())]
 
@@ -54,16 +54,20 @@ def _to_csv(examples: list[Example]) -> bytes:
     return out.getvalue().encode()
 
 
-def snapshot(engine: Engine, store: ObjectStore) -> tuple[str, list[Example]]:
-    """Freeze the ingested rows; returns (dataset version, examples). Writing it twice is a no-op."""
-    examples = _ingested(engine)
+def snapshot(engine: Engine, store: ObjectStore) -> tuple[str, list[Example], int]:
+    """Freeze the ingested rows; returns (dataset version, examples, how many of them are labels accepted
+    since the last training). Writing it twice is a no-op."""
+    # One transaction: the rows and the count of new labels among them are read together.
+    with catalog.unavailable_on_outage("catalog"), engine.begin() as connection:
+        examples = _examples(catalog.ingested_images(connection))
+        new_labels = retrain.accepted_since_training(connection)
     if not examples:
         raise ValueError("no ingested images to snapshot: run extract-images first")
     data = _to_csv(examples)
     version = hashlib.sha256(data).hexdigest()[:16]  # content-derived: the same rows, the same version
     if not store.exists(manifest_key(version)):
         store.put(manifest_key(version), data, "text/csv")
-    return version, examples
+    return version, examples, new_labels
 
 
 def load(store: ObjectStore, version: str) -> list[Example]:

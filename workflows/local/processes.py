@@ -22,7 +22,11 @@ import requests
 from functions.lib.layout import MLFLOW_ARTIFACTS
 
 # Each part's functions-framework target: a function of the same name in module functions.<target>.
-FUNCTION_TARGETS = {"predict": "predict", "ingest-one-url": "ingest_one_url"}
+FUNCTION_TARGETS = {
+    "predict": "predict",
+    "ingest-one-url": "ingest_one_url",
+    "validate-label": "validate_label",
+}
 
 
 def disable_mlflow_telemetry() -> None:

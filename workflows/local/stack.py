@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -25,6 +26,7 @@ from workflows.local.processes import (
     wait_healthy,
 )
 from workflows.local.runner import LocalRunner
+from workflows.local.webhook import RetrainWebhook
 
 
 def local_parameters(runner: LocalRunner, name: str, settings: Settings) -> dict[str, str]:
@@ -67,8 +69,17 @@ def local_stack(
 ) -> Iterator[dict[str, str]]:
     """Everything `make up` starts, ready to serve; yields the URLs by part. `mirror` is a folder served
     over loopback in place of the canonical source URLs (these machines have no internet)."""
-    urls = {part: f"http://127.0.0.1:{ports[part]}" for part in (*FUNCTION_TARGETS, "mlflow")}
-    env = {"DANDELION_INGEST_URL": f"{urls['ingest-one-url']}/", "DANDELION_PREDICT_URL": urls["predict"]}
+    urls = {
+        part: f"http://127.0.0.1:{ports[part]}" for part in (*FUNCTION_TARGETS, "mlflow", "retrain-webhook")
+    }
+    env = {
+        "DANDELION_INGEST_URL": f"{urls['ingest-one-url']}/",
+        "DANDELION_PREDICT_URL": urls["predict"],
+        "DANDELION_LABELS_URL": urls["validate-label"],
+        "DANDELION_RETRAIN_WEBHOOK": f"{urls['retrain-webhook']}/retrain",
+        # The admin's token for validate-label: the one set, or one made for this run and shown once.
+        "DANDELION_ADMIN_TOKEN": os.environ.get("DANDELION_ADMIN_TOKEN") or secrets.token_urlsafe(24),
+    }
     with ExitStack() as stack:
         if mirror is not None:
             server = stack.enter_context(serve_directory(mirror))  # closes its socket on the way out
@@ -88,6 +99,13 @@ def local_stack(
             mlflow = start_mlflow(settings.home, settings.store_url, ports["mlflow"])
             stack.callback(stop, mlflow)
             wait_healthy(f"{urls['mlflow']}/health", mlflow, timeout=120)
+
+        def retrain(event_name: str) -> None:
+            rollout = run_workflow("train-model", train_parameters or {}, settings)["rollout"]
+            report(f"retrain ({event_name}): {json.dumps(rollout)}")
+
+        webhook = stack.enter_context(RetrainWebhook(ports["retrain-webhook"], retrain).start())
+        stack.callback(webhook.shutdown)
         started = {part: start_function(part, ports[part]) for part in FUNCTION_TARGETS}
         for process in started.values():
             stack.callback(stop, process)
@@ -106,6 +124,9 @@ def local_stack(
         report(f"champion: {read_champion(store)}")
         report(f"MLflow: {os.environ['MLFLOW_TRACKING_URI']}")
         report(f"ingest-one-url: {urls['ingest-one-url']}/")
+        wait_healthy(f"{urls['validate-label']}/health", started["validate-label"])
+        token = env["DANDELION_ADMIN_TOKEN"]
+        report(f"validate-label: {urls['validate-label']}/submissions  (admin token: {token})")
         wait_healthy(f"{urls['predict']}/health", started["predict"])  # 503 until it has a model
         report(f"predict: {urls['predict']}/predict  (curl -F file=@image.jpg {urls['predict']}/predict)")
         report(f"catalog: {settings.db_url}  store: {settings.store_url}")

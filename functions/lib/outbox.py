@@ -1,0 +1,118 @@
+"""The transactional outbox: an event is written in the same transaction as the change that decides it,
+and posted afterwards as a CloudEvent, until a receiver accepts it. Whoever posts claims the row first
+(a conditional UPDATE), so several instances never post the same event at once; a failed post leaves
+the row for a later attempt, by any instance, so nothing is lost. Delivery is at least once (a crash
+between a post and its record repeats it), and the CloudEvent id is the row's, so a receiver can tell.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import requests
+from cloudevents.http import CloudEvent, to_structured
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    insert,
+    select,
+    update,
+)
+
+from functions.lib.catalog import unavailable_on_outage
+
+SOURCE = "dandelion/validate-label"
+CLAIM_SECONDS = 60  # a poster that dies holding a claim blocks the event this long, no longer
+POST_TIMEOUT = 10.0
+
+log = logging.getLogger("dandelion")
+
+metadata = MetaData()
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("event_type", String(128), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at", DateTime, nullable=False, server_default=func.current_timestamp()),
+    Column("claimed_until", DateTime),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text),
+    Column("sent_at", DateTime),
+)
+
+
+def _now() -> datetime:
+    """UTC without a zone: the columns are zone-less, and only this module writes and compares them."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def enqueue(connection: Connection, event_type: str, payload: dict[str, Any]) -> None:
+    """Write an event inside the caller's transaction: it exists if and only if the change commits."""
+    connection.execute(insert(outbox).values(event_type=event_type, payload=json.dumps(payload)))
+
+
+def _claim(engine: Engine, event_id: int) -> bool:
+    now = _now()
+    claim = (
+        update(outbox)
+        .where(outbox.c.id == event_id, outbox.c.sent_at.is_(None))
+        .where((outbox.c.claimed_until.is_(None)) | (outbox.c.claimed_until < now))
+        .values(claimed_until=now + timedelta(seconds=CLAIM_SECONDS), attempts=outbox.c.attempts + 1)
+    )
+    with engine.begin() as connection:
+        return connection.execute(claim).rowcount == 1
+
+
+def _post(url: str, event_id: int, event_type: str, payload: str) -> None:
+    event = CloudEvent(
+        {"id": f"dandelion-outbox-{event_id}", "source": SOURCE, "type": event_type}, json.loads(payload)
+    )
+    headers, body = to_structured(event)
+    response = requests.post(url, data=body, headers=headers, timeout=POST_TIMEOUT)
+    response.raise_for_status()
+
+
+def deliver(engine: Engine, url: str) -> int:
+    """Post every event not yet delivered; returns how many were. Errors are kept on the row and logged,
+    never raised: the change that made the event has committed, and the next attempt will come."""
+    pending = select(outbox.c.id, outbox.c.event_type, outbox.c.payload).where(outbox.c.sent_at.is_(None))
+    with unavailable_on_outage("catalog"), engine.connect() as connection:
+        events = connection.execute(pending.order_by(outbox.c.id)).all()
+    delivered = 0
+    for event_id, event_type, payload in events:
+        if not _claim(engine, event_id):
+            continue  # another instance holds it, or has just sent it
+        try:
+            _post(url, event_id, event_type, payload)
+        except requests.RequestException as exc:
+            log.warning(
+                "retrain event not delivered", extra={"fields": {"event": event_id, "error": str(exc)}}
+            )
+            done: dict[str, Any] = {"claimed_until": None, "last_error": str(exc)[:2000]}
+        else:
+            done = {"sent_at": _now(), "last_error": None}
+            delivered += 1
+        with engine.begin() as connection:
+            connection.execute(update(outbox).where(outbox.c.id == event_id).values(**done))
+    return delivered
+
+
+def undelivered(engine: Engine) -> list[dict[str, Any]]:
+    """Events still waiting, oldest first, with their attempts and last error."""
+    query = select(outbox.c.id, outbox.c.event_type, outbox.c.attempts, outbox.c.last_error)
+    with unavailable_on_outage("catalog"), engine.connect() as connection:
+        rows = connection.execute(query.where(outbox.c.sent_at.is_(None)).order_by(outbox.c.id)).mappings()
+        return [dict(row) for row in rows]
