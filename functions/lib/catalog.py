@@ -46,12 +46,17 @@ def _sql_list(values: Sequence[str]) -> str:
     return ", ".join(f"'{value}'" for value in values)
 
 
+def surrogate_key() -> Column[int]:
+    """`id`: BIGINT AUTO_INCREMENT on MySQL; on SQLite an INTEGER, the only type it autoincrements."""
+    return Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+
+
 metadata = MetaData()
 
 plants_data = Table(
     "plants_data",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    surrogate_key(),
     Column("url_source", String(2048), nullable=False),
     # MySQL cannot put a unique index on a long utf8mb4 VARCHAR: the URL is unique through its hash.
     Column("url_hash", CHAR(64), nullable=False),

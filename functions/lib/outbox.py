@@ -15,7 +15,6 @@ from typing import Any
 import requests
 from cloudevents.http import CloudEvent, to_structured
 from sqlalchemy import (
-    BigInteger,
     Column,
     Connection,
     DateTime,
@@ -31,6 +30,7 @@ from sqlalchemy import (
     update,
 )
 
+from functions.lib import catalog
 from functions.lib.catalog import unavailable_on_outage
 
 SOURCE = "dandelion/validate-label"
@@ -43,7 +43,7 @@ metadata = MetaData()
 outbox = Table(
     "outbox",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    catalog.surrogate_key(),
     Column("event_type", String(128), nullable=False),
     Column("payload", Text, nullable=False),
     Column("created_at", DateTime, nullable=False, server_default=func.current_timestamp()),

@@ -18,13 +18,11 @@ from typing import Any
 from prometheus_client import Counter
 from sqlalchemy import (
     CHAR,
-    BigInteger,
     Column,
     Connection,
     DateTime,
     Engine,
     Float,
-    Integer,
     MetaData,
     String,
     Table,
@@ -65,7 +63,7 @@ metadata = MetaData()
 submissions = Table(
     "submissions",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    catalog.surrogate_key(),
     Column("sha256", CHAR(64), nullable=False),
     Column("object_key", String(255), nullable=False),
     Column("content_type", String(32), nullable=False),
