@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import http.server
 import io
 import os
@@ -9,15 +10,28 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import pymysql
 import pytest
+import requests
+from openapi_core import OpenAPI
+from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
+from openapi_core.templating.paths.exceptions import OperationNotFound, PathNotFound
 from PIL import Image
 
 from functions.lib.catalog import CANONICAL_PREFIX
+from functions.lib.openapi import document
 from tests.support import DATASET, train_tiny_model
-from workflows.local.processes import disable_mlflow_telemetry, free_port, start_function, stop, wait_healthy
+from workflows.local.processes import (
+    FUNCTION_TARGETS,
+    disable_mlflow_telemetry,
+    free_port,
+    start_function,
+    stop,
+    wait_healthy,
+)
 
 
 def pytest_configure() -> None:
@@ -195,6 +209,11 @@ def source() -> Iterator[str]:
 # ---------------------------------------------------------------- function processes
 
 
+# Base URL of every function process the tests start -> its target, whose OpenAPI document its
+# answers must follow.
+DOCUMENTED: dict[str, str] = {}
+
+
 class FunctionProcess:
     """A function served by functions-framework, as in its container; `ready` is the path polled for 200."""
 
@@ -202,10 +221,49 @@ class FunctionProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = start_function(part, self.port, env)
+        DOCUMENTED[self.url] = FUNCTION_TARGETS[part]
         wait_healthy(f"{self.url}{ready}", self.process)
 
     def stop(self) -> None:
         stop(self.process)
+
+
+@functools.cache
+def openapi(target: str) -> OpenAPI:
+    return OpenAPI.from_dict(document(target))
+
+
+def follows_its_openapi_document(response: requests.Response) -> None:
+    """Validate a function's answer against its OpenAPI document: status, media type, body. Requests to
+    routes the document has no reason to list (a 404 or 405 probe, HEAD) are not checked."""
+    parts = urlsplit(response.url)
+    target = DOCUMENTED.get(f"{parts.scheme}://{parts.netloc}")
+    if target is None:
+        return
+    request = response.request.copy()
+    if not isinstance(request.body, bytes | str | None):
+        request.body = None  # a streamed upload, already sent; only the answer is checked here
+    try:
+        openapi(target).validate_response(RequestsOpenAPIRequest(request), RequestsOpenAPIResponse(response))
+    except (PathNotFound, OperationNotFound):
+        return
+
+
+@pytest.fixture(autouse=True)
+def every_function_answer_follows_its_openapi_document(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every answer a test gets from a function process (through `requests`) is checked against the
+    function's OpenAPI document, so the documents cannot drift from what the functions do."""
+    send = requests.Session.send
+
+    def checked(
+        self: requests.Session, request: requests.PreparedRequest, **kwargs: Any
+    ) -> requests.Response:
+        response = send(self, request, **kwargs)
+        if not kwargs.get("stream"):
+            follows_its_openapi_document(response)
+        return response
+
+    monkeypatch.setattr(requests.Session, "send", checked)
 
 
 def function_env(

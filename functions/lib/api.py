@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import flask
@@ -73,8 +74,15 @@ def configure_logging() -> None:
         log.propagate = False
 
 
+def _json_default(value: Any) -> str:
+    """Times as RFC 3339 (OpenAPI's date-time; the catalog keeps UTC without a zone), else the text."""
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    return str(value)
+
+
 def json_response(body: Any, status: int = 200) -> flask.Response:
-    return flask.Response(json.dumps(body, default=str), status=status, mimetype="application/json")
+    return flask.Response(json.dumps(body, default=_json_default), status=status, mimetype="application/json")
 
 
 def error_body(path: str, exc: DandelionError) -> dict[str, str]:

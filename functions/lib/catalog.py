@@ -108,7 +108,13 @@ def open_catalog(db_url: str) -> Engine:
         engine = create_engine(db_url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_engine(db_url, pool_pre_ping=True, pool_recycle=3600)
+        # Sessions in UTC, as SQLite's CURRENT_TIMESTAMP is: every time in the catalog is UTC.
+        engine = create_engine(
+            db_url,
+            pool_pre_ping=True,
+            pool_recycle=3600,
+            connect_args={"init_command": "SET time_zone = '+00:00'"},
+        )
     with unavailable_on_outage("catalog"):
         schema.upgrade(engine)
     return engine

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import flask
 from prometheus_client import Counter
 
+from functions.lib import openapi
 from functions.lib.api import Route, json_response, metrics, read_event, require_str
 from functions.lib.ingest import Ingestor
 
@@ -34,4 +35,9 @@ def routes(ingestor: Callable[[], Ingestor]) -> list[Route]:
         ingestor()
         return json_response({"status": "healthy"})
 
-    return [Route("/", ingest, ("POST",)), Route("/health", health), Route("/metrics", metrics)]
+    return [
+        Route("/", ingest, ("POST",)),
+        Route("/health", health),
+        Route("/metrics", metrics),
+        openapi.route("ingest_one_url"),
+    ]

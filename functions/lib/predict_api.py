@@ -11,6 +11,7 @@ from collections.abc import Callable
 import flask
 
 from functions.lib import inference_protocol as v2
+from functions.lib import openapi
 from functions.lib.api import Route, json_response, metrics, read_body
 from functions.lib.errors import BadRequest, Unavailable
 from functions.lib.layout import MODEL_NAME
@@ -112,6 +113,7 @@ def routes(server: Callable[[], ModelServer]) -> list[Route]:
         Route("/model/info", model_info),
         Route("/model/reload", reload, ("POST",)),
         Route("/metrics", metrics),
+        openapi.route("predict"),
         Route("/v2", v2_server),
         Route("/v2/health/live", v2_live),
         Route("/v2/health/ready", v2_ready),

@@ -17,6 +17,7 @@ import flask
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
+from functions.lib import openapi
 from functions.lib.api import Route, json_response, metrics, read_body, read_event
 from functions.lib.errors import BadRequest, DandelionError, Forbidden, Unauthorized
 from functions.lib.submissions import Labeller, Submission
@@ -162,6 +163,7 @@ def routes(labeller: Callable[[], Labeller]) -> list[Route]:
         Route("/submissions/<int:submission_id>/image", image),
         Route("/health", health),
         Route("/metrics", metrics),
+        openapi.route("validate_label"),
     ]
 
 

@@ -78,6 +78,7 @@ def test_weekly_retrain_runs_every_step_through_the_pod_command_line(
         "register_model",
         "promote_model",
         "roll_out",
+        "count_labels_trained",
     }
     # MLflow printed to the training step's stdout, which Argo would take as its result; the output
     # parameters, read from their files, are untouched by it.
