@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     CHAR,
@@ -26,6 +26,7 @@ from sqlalchemy import (
     event,
     func,
     select,
+    update,
 )
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.exc import OperationalError
@@ -36,9 +37,10 @@ from functions.lib import schema
 from functions.lib.errors import Unavailable
 from functions.lib.labels import LABELS
 
-STATUSES = ("pending", "ingested", "failed")
+STATUSES = ("pending", "ingested", "failed", "excluded")  # excluded: an admin took it out of training
 CANONICAL_PREFIX = "https://raw.githubusercontent.com/btphan95/greenr-airflow/refs/heads/master/data/"
 SEED_PER_LABEL = 200
+T = TypeVar("T")
 
 
 def _sql_list(values: Sequence[str]) -> str:
@@ -76,13 +78,14 @@ plants_data = Table(
         onupdate=func.current_timestamp(),
         server_onupdate=FetchedValue(),
     ),
-    # Who decided on the row (an admin accepting a submission), and when.
+    # Who decided on the row (accepted an upload, kept, relabelled or excluded it), and when.
     Column("decided_by", String(64)),
     Column("decided_at", DateTime),
     CheckConstraint(f"label IN ({_sql_list(LABELS)})", name="ck_plants_data_label"),
     CheckConstraint(f"status IN ({_sql_list(STATUSES)})", name="ck_plants_data_status"),
     Index("ux_plants_data_url_hash", "url_hash", unique=True),
     Index("ix_plants_data_status", "status"),
+    Index("ix_plants_data_sha256", "sha256"),
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",
 )
@@ -131,11 +134,29 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 # MySQL error codes of an outage (cannot connect, gone away, lost, too many connections, lock timeouts),
 # as opposed to OperationalErrors that are our own mistakes (a CHECK constraint, say).
 _OUTAGE_CODES = {1040, 1205, 1213, 2002, 2003, 2006, 2013}
+DEADLOCK = 1213
+DEADLOCK_ATTEMPTS = 3
+
+
+def _code(exc: OperationalError) -> int | None:
+    return exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
 
 
 def _is_outage(exc: OperationalError) -> bool:
-    code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
-    return exc.connection_invalidated or code in _OUTAGE_CODES or "database is locked" in str(exc.orig)
+    return exc.connection_invalidated or _code(exc) in _OUTAGE_CODES or "database is locked" in str(exc.orig)
+
+
+def retry_deadlocks(transaction: Callable[[], T]) -> T:
+    """Run a whole transaction again when InnoDB rolled it back as a deadlock's victim, as MySQL asks
+    ("try restarting transaction"); concurrent inserts and updates of one table can deadlock on its
+    index gaps under REPEATABLE READ."""
+    for _ in range(DEADLOCK_ATTEMPTS - 1):
+        try:
+            return transaction()
+        except OperationalError as exc:
+            if _code(exc) != DEADLOCK:
+                raise
+    return transaction()
 
 
 @contextmanager
@@ -202,10 +223,10 @@ def get(engine: Engine, url: str) -> dict[str, Any] | None:
 
 
 def not_ingested(engine: Engine, limit: int = 0) -> list[dict[str, str]]:
-    """Rows still to ingest (pending, or failed last time), oldest first."""
+    """Rows still to ingest (pending, or failed last time), oldest first; never one an admin excluded."""
     query = (
         select(plants_data.c.url_source, plants_data.c.label)
-        .where(plants_data.c.status != "ingested")
+        .where(plants_data.c.status.in_(("pending", "failed")))
         .order_by(plants_data.c.id)
     )
     if limit > 0:
@@ -217,14 +238,41 @@ def not_ingested(engine: Engine, limit: int = 0) -> list[dict[str, str]]:
 def ingested_images(connection: Connection) -> list[tuple[str, str]]:
     """(label, sha256) of every ingested row: what a dataset snapshot freezes, inside the snapshot's
     transaction (it reads the count of new labels in the same one). Rows a person decided on come first,
-    the latest decision first, so that where the same image has two labels the admin's wins."""
+    the latest decision first, so that where the same image has two labels the admin's wins; an image
+    an admin excluded stays out, whichever URL brought it."""
     table = plants_data.c
+    excluded = select(table.sha256).where(table.status == "excluded", table.sha256.is_not(None))
     query = (
         select(table.label, table.sha256)
-        .where(table.status == "ingested")
+        .where(table.status == "ingested", table.sha256.not_in(excluded))
         .order_by(table.decided_at.is_(None), table.decided_at.desc(), table.id)
     )
     return [(label, sha256) for label, sha256 in connection.execute(query)]
+
+
+def decide_on_image(connection: Connection, sha256: str, decided: dict[str, Any], **changes: Any) -> int:
+    """Apply an admin's decision to every ingested row of an image (the same bytes may have come from
+    several URLs), keeping who decided and when; returns how many rows it changed."""
+    statement = (
+        update(plants_data)
+        .where(plants_data.c.sha256 == sha256, plants_data.c.status == "ingested")
+        .values(decided_by=decided["decided_by"], decided_at=decided["decided_at"], **changes)
+    )
+    return int(connection.execute(statement).rowcount)
+
+
+def referenced(connection: Connection, url_s3: str) -> bool:
+    """Whether any row still points at this object (before an object moves away for good)."""
+    return (
+        connection.execute(select(plants_data.c.id).where(plants_data.c.url_s3 == url_s3).limit(1)).first()
+        is not None
+    )
+
+
+def decided_images(connection: Connection) -> set[str]:
+    """SHA-256 of every image an admin has decided on: the label audit queues none of them again."""
+    query = select(plants_data.c.sha256).where(plants_data.c.decided_at.is_not(None)).distinct()
+    return {sha256 for (sha256,) in connection.execute(query)}
 
 
 def count(engine: Engine) -> int:

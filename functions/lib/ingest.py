@@ -48,6 +48,8 @@ class Ingestor:
         check_label(label)
         check_url(url)
         existing = catalog.get(self.engine, url)
+        if existing and existing["status"] == "excluded":
+            raise Conflict(f"{url} was excluded from the training data by an admin; it is not ingested again")
         if existing and existing["status"] == "ingested":
             if existing["label"] != label:
                 raise Conflict(

@@ -27,8 +27,10 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    true,
     update,
 )
+from sqlalchemy.exc import OperationalError
 
 from functions.lib import catalog
 from functions.lib.catalog import unavailable_on_outage
@@ -64,16 +66,24 @@ def enqueue(connection: Connection, event_type: str, payload: dict[str, Any]) ->
     connection.execute(insert(outbox).values(event_type=event_type, payload=json.dumps(payload)))
 
 
+def _update(engine: Engine, event_id: int, condition: Any, **values: Any) -> bool:
+    """One conditional UPDATE of an event, in a transaction of its own; whether it matched."""
+
+    def transaction() -> bool:
+        with engine.begin() as connection:
+            statement = update(outbox).where(outbox.c.id == event_id, condition).values(**values)
+            return connection.execute(statement).rowcount == 1
+
+    return catalog.retry_deadlocks(transaction)
+
+
 def _claim(engine: Engine, event_id: int) -> bool:
     now = _now()
-    claim = (
-        update(outbox)
-        .where(outbox.c.id == event_id, outbox.c.sent_at.is_(None))
-        .where((outbox.c.claimed_until.is_(None)) | (outbox.c.claimed_until < now))
-        .values(claimed_until=now + timedelta(seconds=CLAIM_SECONDS), attempts=outbox.c.attempts + 1)
+    unclaimed = outbox.c.sent_at.is_(None) & (
+        outbox.c.claimed_until.is_(None) | (outbox.c.claimed_until < now)
     )
-    with engine.begin() as connection:
-        return connection.execute(claim).rowcount == 1
+    claimed_until = now + timedelta(seconds=CLAIM_SECONDS)
+    return _update(engine, event_id, unclaimed, claimed_until=claimed_until, attempts=outbox.c.attempts + 1)
 
 
 def _post(url: str, event_id: int, event_type: str, payload: str) -> None:
@@ -88,10 +98,18 @@ def _post(url: str, event_id: int, event_type: str, payload: str) -> None:
 def deliver(engine: Engine, url: str) -> int:
     """Post every event not yet delivered; returns how many were. Errors are kept on the row and logged,
     never raised: the change that made the event has committed, and the next attempt will come."""
+    delivered: list[int] = []
+    try:
+        _deliver(engine, url, delivered)
+    except OperationalError as exc:  # the catalog is down, or still deadlocked: the rows wait
+        log.warning("retrain events wait for the next attempt", extra={"fields": {"error": str(exc.orig)}})
+    return len(delivered)
+
+
+def _deliver(engine: Engine, url: str, delivered: list[int]) -> None:
     pending = select(outbox.c.id, outbox.c.event_type, outbox.c.payload).where(outbox.c.sent_at.is_(None))
-    with unavailable_on_outage("catalog"), engine.connect() as connection:
+    with engine.connect() as connection:
         events = connection.execute(pending.order_by(outbox.c.id)).all()
-    delivered = 0
     for event_id, event_type, payload in events:
         if not _claim(engine, event_id):
             continue  # another instance holds it, or has just sent it
@@ -104,10 +122,8 @@ def deliver(engine: Engine, url: str) -> int:
             done: dict[str, Any] = {"claimed_until": None, "last_error": str(exc)[:2000]}
         else:
             done = {"sent_at": _now(), "last_error": None}
-            delivered += 1
-        with engine.begin() as connection:
-            connection.execute(update(outbox).where(outbox.c.id == event_id).values(**done))
-    return delivered
+            delivered.append(event_id)
+        _update(engine, event_id, true(), **done)
 
 
 def undelivered(engine: Engine) -> list[dict[str, Any]]:

@@ -1,5 +1,6 @@
 """The validate-label function's HTTP API: anyone submits an image with a label; an admin (bearer token)
-lists, views and decides. The function itself (`functions/validate_label.py`) only wires it.
+lists, views and decides on submissions and on the labels the audit suspects. The function itself
+(`functions/validate_label.py`) only wires it.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def routes(labeller: Callable[[], Labeller]) -> list[Route]:
             limit = int(request.args.get("limit", "100"))
         except ValueError:
             raise BadRequest("limit must be a whole number") from None
-        rows = built.listing(request.args.get("status", "pending"), limit)
+        rows = built.listing(request.args.get("status", "pending"), request.args.get("kind"), limit)
         for row in rows:
             row["image_url"] = f"/submissions/{row['id']}/image"
         return json_response({"submissions": rows})
@@ -146,7 +147,9 @@ def routes(labeller: Callable[[], Labeller]) -> list[Route]:
         body = read_event(request, 4096)
         decision, label = body.get("decision"), body.get("label")
         if not isinstance(decision, str):
-            raise BadRequest("field 'decision' is required: accept or reject")
+            raise BadRequest(
+                "field 'decision' is required: accept or reject an upload; keep, relabel or exclude a suspect"
+            )
         if label is not None and not isinstance(label, str):
             raise BadRequest("field 'label' must be a string")
         return json_response(built.decide(submission_id, decision, label))

@@ -91,6 +91,28 @@ ALTER TABLE plants_data ADD COLUMN decided_at DATETIME;
 
 UPDATE alembic_version SET version_num='0003' WHERE alembic_version.version_num = '0002';
 
+-- Running upgrade 0003 -> 0004
+
+ALTER TABLE submissions ADD COLUMN kind VARCHAR(16) NOT NULL DEFAULT 'upload';
+
+DROP INDEX ux_submissions_sha256 ON submissions;
+
+CREATE UNIQUE INDEX ux_submissions_kind_sha256 ON submissions (kind, sha256);
+
+ALTER TABLE submissions ADD CONSTRAINT ck_submissions_kind CHECK (kind IN ('upload', 'suspect'));
+
+ALTER TABLE submissions DROP CONSTRAINT ck_submissions_status;
+
+ALTER TABLE submissions ADD CONSTRAINT ck_submissions_status CHECK (status IN ('pending', 'accepted', 'rejected', 'kept', 'relabelled', 'excluded'));
+
+ALTER TABLE plants_data DROP CONSTRAINT ck_plants_data_status;
+
+ALTER TABLE plants_data ADD CONSTRAINT ck_plants_data_status CHECK (status IN ('pending', 'ingested', 'failed', 'excluded'));
+
+CREATE INDEX ix_plants_data_sha256 ON plants_data (sha256);
+
+UPDATE alembic_version SET version_num='0004' WHERE alembic_version.version_num = '0003';
+
 INSERT IGNORE INTO plants_data (url_source, url_hash, label) VALUES
   ('https://raw.githubusercontent.com/btphan95/greenr-airflow/refs/heads/master/data/dandelion/00000000.jpg', '15e843073feb87a41fb3f08c332d88aed11cdc6a8cce35c75cc35423e0d81278', 'dandelion'),
   ('https://raw.githubusercontent.com/btphan95/greenr-airflow/refs/heads/master/data/dandelion/00000001.jpg', 'c9f23d0b4e1626fc12750e192dcbc4f9328a3b1138c045a6f970d984bff03c67', 'dandelion'),

@@ -47,7 +47,7 @@ def test_extract_images_on_mariadb_and_s3_then_again_changes_nothing(
         settings = settings_for(mysql_url, s3_url, function.url)
         first = run_workflow("extract-images", {}, settings)["summary"]
         assert first == {"total": 26, "ingested": 26, "unchanged": 0, "failed": 0, "failures": []}
-        assert catalog.counts_by_status(engine) == {"pending": 0, "ingested": 26, "failed": 0}
+        assert catalog.counts_by_status(engine) == {"pending": 0, "ingested": 26, "failed": 0, "excluded": 0}
         objects = sorted(open_store(s3_url).keys("raw/"))
         assert len(objects) == 26
         assert {k.split("/")[1] for k in objects} == {"dandelion", "grass"}
@@ -78,7 +78,7 @@ def test_too_many_failures_fail_the_workflow(tmp_path: Path, source: str, monkey
             run_workflow("extract-images", {"max-failed-fraction": "0.5"}, settings)
         lenient = run_workflow("extract-images", {"max-failed-fraction": "1"}, settings)["summary"]
         assert (lenient["total"], lenient["unchanged"], lenient["failed"]) == (2, 0, 2)
-        assert catalog.counts_by_status(engine) == {"pending": 0, "ingested": 1, "failed": 2}
+        assert catalog.counts_by_status(engine) == {"pending": 0, "ingested": 1, "failed": 2, "excluded": 0}
     finally:
         function.stop()
 

@@ -15,7 +15,7 @@ def test_seed_inserts_the_400_canonical_rows_once(db_url: str) -> None:
     engine = catalog.open_catalog(db_url)
     assert catalog.seed(engine) == 400
     assert catalog.seed(engine) == 0
-    assert catalog.counts_by_status(engine) == {"pending": 400, "ingested": 0, "failed": 0}
+    assert catalog.counts_by_status(engine) == {"pending": 400, "ingested": 0, "failed": 0, "excluded": 0}
     assert catalog.get(engine, canonical("grass", 199)) == {
         "url_source": canonical("grass", 199),
         "url_s3": None,

@@ -50,14 +50,16 @@ def old_catalog(db_url: str, revision: str | None):
     return engine
 
 
-@pytest.mark.parametrize("revision", [None, "0001"], ids=["before-migrations", "0001"])
+@pytest.mark.parametrize(
+    "revision", [None, "0001", "0002", "0003"], ids=["before-migrations", "0001", "0002", "0003"]
+)
 def test_an_older_catalog_is_upgraded_to_the_head_and_loses_nothing(db_url: str, revision) -> None:
     before = rows(old_catalog(db_url, revision))
     engine = catalog.open_catalog(db_url)  # what every process does when it starts
     with engine.connect() as connection:
         assert schema.current(connection) == schema.head()
     assert rows(engine) == before
-    assert catalog.counts_by_status(engine) == {"pending": 3, "ingested": 0, "failed": 1}
+    assert catalog.counts_by_status(engine) == {"pending": 3, "ingested": 0, "failed": 1, "excluded": 0}
 
 
 def test_concurrent_first_starts_migrate_once(db_url: str) -> None:

@@ -17,8 +17,11 @@ from PIL import Image
 from sqlalchemy import select
 
 from functions.lib import catalog, retrain
+from functions.lib.layout import raw_key
 from functions.lib.store import open_store
+from functions.lib.submissions import Suspect, queue_suspects
 from tests.conftest import DATASET, FunctionProcess, bomb_png
+from workflows.lib import dataset
 
 pytestmark = pytest.mark.integration
 
@@ -436,3 +439,128 @@ def test_a_failed_post_is_retried_later_not_lost(tmp_path) -> None:
     finally:
         service.stop()
         receiver.close()
+
+
+# ---------------------------------------------------------------- suspected labels
+
+
+def ingested(service: Labels, photos: list[tuple[str, bytes]]) -> list[str]:
+    """Images in the catalog and the store as ingestion leaves them; returns their SHA-256."""
+    digests = []
+    for label, data in photos:
+        sha256 = hashlib.sha256(data).hexdigest()
+        service.store.put(raw_key(label, sha256), data, "image/jpeg")
+        catalog.record(
+            service.engine,
+            f"https://example.org/{sha256}.jpg",
+            label,
+            status="ingested",
+            sha256=sha256,
+            url_s3=service.store.url(raw_key(label, sha256)),
+        )
+        digests.append(sha256)
+    return digests
+
+
+@pytest.mark.parametrize("backend", ["embedded", "mariadb-s3"])
+def test_suspects_are_kept_relabelled_or_excluded_and_the_next_snapshot_follows(
+    tmp_path, receiver, backend, request
+) -> None:
+    if backend == "embedded":
+        db_url, store_url = f"sqlite:///{tmp_path / 'c.db'}", (tmp_path / "objects").as_uri()
+    else:
+        db_url, store_url = request.getfixturevalue("mysql_url"), request.getfixturevalue("s3_url")
+    service = Labels(tmp_path, db_url, store_url, receiver.url)
+    try:
+        photos = [("grass", DANDELION), ("dandelion", photo(1)), ("grass", photo(2)), ("dandelion", photo(4))]
+        digests = ingested(service, photos)
+        suspects = [
+            Suspect(
+                raw_key(label, sha256),
+                sha256,
+                label,
+                "dandelion" if label == "grass" else "grass",
+                0.1,
+                "train",
+            )
+            for (label, _), sha256 in zip(photos, digests, strict=True)
+        ]
+        assert queue_suspects(service.engine, suspects, "audit-run") == 4
+        service.submit(GRASS, "grass")  # an upload in the same queue
+
+        listed = requests.get(
+            f"{service.url}/submissions", params={"kind": "suspect"}, headers=ADMIN, timeout=30
+        ).json()["submissions"]
+        assert [(s["id"], s["kind"], s["label"], s["predicted_class"]) for s in listed] == [
+            (1, "suspect", "grass", "dandelion"),
+            (2, "suspect", "dandelion", "grass"),
+            (3, "suspect", "grass", "dandelion"),
+            (4, "suspect", "dandelion", "grass"),
+        ]
+        assert listed[0]["confidence"] == pytest.approx(0.9) and listed[0]["model_version"] == "audit-run"
+        shown = requests.get(f"{service.url}{listed[0]['image_url']}", headers=ADMIN, timeout=30)
+        assert (shown.status_code, shown.headers["Content-Type"], shown.content) == (
+            200,
+            "image/jpeg",
+            DANDELION,
+        )
+
+        for submission_id, body, message in (
+            (1, {"decision": "accept"}, "suspects are decided by keep, relabel or exclude, not 'accept'"),
+            (5, {"decision": "keep"}, "uploads are decided by accept or reject, not 'keep'"),
+            (
+                2,
+                {"decision": "relabel", "label": "dandelion"},
+                "the image is already labelled dandelion: keep it instead",
+            ),
+        ):
+            refused = service.decide(submission_id, **body)
+            assert (refused.status_code, refused.json()) == (
+                400,
+                {"error": "bad_request", "message": message},
+            )
+
+        relabelled = service.decide(1, decision="relabel")
+        excluded = service.decide(2, decision="exclude")
+        kept = service.decide(3, decision="keep")
+        assert [r.status_code for r in (relabelled, excluded, kept)] == [200, 200, 200]
+        new_key = raw_key("dandelion", digests[0])
+        assert relabelled.json()["catalog"] == {
+            "sha256": digests[0],
+            "label": "dandelion",
+            "status": "ingested",
+            "url_s3": service.store.url(new_key),
+            "decided_by": "admin",
+            "decided_at": relabelled.json()["decided_at"],
+        }
+        assert (relabelled.json()["status"], relabelled.json()["decided_label"]) == (
+            "relabelled",
+            "dandelion",
+        )
+        assert (excluded.json()["catalog"]["status"], kept.json()["status"]) == ("excluded", "kept")
+        assert service.store.get(new_key) == DANDELION
+        assert service.store.exists(raw_key("grass", digests[0]))  # frozen manifests still name it
+        again = service.decide(1, decision="keep")
+        assert (again.status_code, again.json()["message"]) == (409, "submission 1 is already relabelled")
+
+        rows = {row["sha256"]: row for row in catalog_rows(service.engine)}
+        assert (rows[digests[0]]["label"], rows[digests[0]]["decided_by"]) == ("dandelion", "admin")
+        assert (rows[digests[1]]["status"], rows[digests[2]]["status"]) == ("excluded", "ingested")
+        assert rows[digests[2]]["decided_by"] == "admin" and rows[digests[3]]["decided_by"] is None
+        _version, examples, new_labels = dataset.snapshot(service.engine, service.store)
+        assert {(e.sha256, e.label, e.key) for e in examples} == {
+            (digests[0], "dandelion", new_key),
+            (digests[2], "grass", raw_key("grass", digests[2])),
+            (digests[3], "dandelion", raw_key("dandelion", digests[3])),
+        }
+        assert new_labels == 2  # the relabel and the exclusion change the training data; keeping does not
+
+        # Re-running the audit queues nothing decided, nor anything already waiting.
+        assert queue_suspects(service.engine, suspects, "audit-run-2") == 0
+        # The excluded image stays out whichever URL brings it back, and its own URL is not ingested again.
+        catalog.record(
+            service.engine, "https://example.org/copy.jpg", "grass", status="ingested", sha256=digests[1]
+        )
+        assert digests[1] not in {e.sha256 for e in dataset.snapshot(service.engine, service.store)[1]}
+    finally:
+        service.stop()
