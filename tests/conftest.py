@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import io
@@ -22,6 +23,7 @@ from openapi_core.templating.paths.exceptions import OperationNotFound, PathNotF
 from PIL import Image
 
 from functions.lib.catalog import CANONICAL_PREFIX
+from functions.lib.layout import MODEL_NAME
 from functions.lib.openapi import document
 from tests.support import DATASET, train_tiny_model
 from workflows.local.processes import (
@@ -283,7 +285,7 @@ def function_env(
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def mlflow_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One real MLflow tracking server for the session (it takes ~15 s to start): SQLite backend,
     artifacts proxied to a file:// store. MLFLOW_TRACKING_URI points every client at it."""
     from workflows.local.processes import start_mlflow
@@ -305,10 +307,28 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             os.environ["MLFLOW_TRACKING_URI"] = saved
 
 
+@pytest.fixture
+def mlflow_server(mlflow_service: str) -> str:
+    """The session's MLflow server with an empty registry: each test's first model meets no champion
+    left by another test (runs stay; each test tells its own apart)."""
+    import mlflow
+    from mlflow.exceptions import RestException
+
+    with contextlib.suppress(RestException):
+        mlflow.MlflowClient().delete_registered_model(MODEL_NAME)
+    return mlflow_service
+
+
 # ---------------------------------------------------------------- models
 
 
 @pytest.fixture(scope="session")
 def tiny_models() -> list[tuple[bytes, dict]]:
-    """Two real models, with different seeds so that their answers differ (see tests.support)."""
+    """Two real CNNs from scratch, with different seeds so that their answers differ (tests.support)."""
     return [train_tiny_model(seed) for seed in (0, 1)]
+
+
+@pytest.fixture(scope="session")
+def pretrained_tiny_model() -> tuple[bytes, dict]:
+    """A head fitted on the pretrained backbone's features of a few real photos."""
+    return train_tiny_model(0, backbone="efficientnet-lite0")

@@ -3,13 +3,16 @@ epoch, a few real images)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 from PIL import Image
 
 from functions.lib.catalog import CANONICAL_PREFIX
-from functions.lib.layout import MODEL_NAME
+from functions.lib.labels import LABELS
+from functions.lib.layout import MODEL_NAME, raw_key
 from functions.lib.preprocessing import Preprocessing
 from functions.lib.store import open_store
 
@@ -39,22 +42,34 @@ def tiny_training_set(prep: Preprocessing, per_class: int) -> tuple[list[Image.I
     return images, labels
 
 
-def train_tiny_model(seed: int, per_class: int = 10) -> tuple[bytes, dict]:
-    """ONNX bytes and metadata (without a version) of the default architecture trained for one epoch."""
-    from workflows.lib.training import TrainConfig, export_onnx, parameter_count, train
+def train_tiny_model(seed: int, per_class: int = 10, backbone: str = "scratch") -> tuple[bytes, dict]:
+    """ONNX bytes and metadata (without a version) of a model trained by the training code on the first
+    `per_class` photos of each class, one in five held out for calibration: one epoch from scratch, or a
+    head fitted on the pretrained backbone's features."""
+    from workflows.lib.dataset import Example
+    from workflows.lib.training import TrainConfig, fit
 
-    prep = Preprocessing()
-    images, labels = tiny_training_set(prep, per_class)
-    model = train(TrainConfig(epochs=1, seed=seed), prep, images, labels, [], [], lambda *_: None)
+    with tempfile.TemporaryDirectory() as folder:
+        store = open_store(Path(folder).as_uri())
+        examples = []
+        for label in LABELS:
+            for n in range(per_class):
+                data = (DATASET / label / f"{n:08d}.jpg").read_bytes()
+                sha256 = hashlib.sha256(data).hexdigest()
+                store.put(raw_key(label, sha256), data, "image/jpeg")
+                examples.append(
+                    Example(raw_key(label, sha256), label, sha256, "val" if n % 5 == 4 else "train")
+                )
+        fitted = fit(backbone, TrainConfig(epochs=1, seed=seed), store, examples, lambda *_: None)
     metadata = {
         "name": MODEL_NAME,
-        **prep.to_dict(),
-        "dataset_version": f"tiny-{seed}",
+        **fitted.prep.to_dict(),
+        "dataset_version": f"tiny-{backbone}-{seed}",
         "metrics": {"test_accuracy": 0.5},
-        "num_parameters": parameter_count(model),
+        "num_parameters": fitted.num_parameters,
         "mlflow_run_id": f"run-{seed}",
     }
-    return export_onnx(model, prep), metadata
+    return fitted.onnx_bytes, metadata
 
 
 def publish_model(store_url: str, version: str, model: tuple[bytes, dict]) -> dict:

@@ -1,12 +1,12 @@
-"""`train-model` (WorkflowTemplate): snapshot the dataset, train, evaluate, register, promote through the
-quality gate, roll predict out onto the new champion.
+"""`train-model` (WorkflowTemplate): snapshot the dataset, train, audit the labels, evaluate, register,
+promote through the quality gate, roll predict out onto the new champion.
 
 Each step hands its result, grown by what it adds, to the next as a named output parameter (a JSON
 object that Hera's runner writes to a file and Argo reads from there, never stdout: MLflow prints to
 stdout when a run ends). Each step is a few lines over the library:
 `workflows.lib.dataset` (the snapshot), `tracking` (MLflow: the training run, loading, the registry),
-`evaluation`, `promotion` (the gate and publishing) and `rollout`. MLflow and torch are imported inside
-the steps that use them, so that rendering the YAML needs neither.
+`audit` (the label audit), `evaluation`, `promotion` (the gate and publishing) and `rollout`. MLflow and
+torch are imported inside the steps that use them, so that rendering the YAML needs neither.
 No `from __future__ import annotations` here: Hera reads the step signatures at render time.
 """
 
@@ -25,6 +25,7 @@ from workflows.lib import dataset, rollout
 # Each step's output: the result so far, as the named parameter the next step reads.
 Snapshot = Annotated[dict[str, Any], Parameter(name="snapshot")]
 Trained = Annotated[dict[str, Any], Parameter(name="trained")]
+Audited = Annotated[dict[str, Any], Parameter(name="audited")]
 Evaluated = Annotated[dict[str, Any], Parameter(name="evaluated")]
 Registered = Annotated[dict[str, Any], Parameter(name="registered")]
 Promoted = Annotated[dict[str, Any], Parameter(name="promoted")]
@@ -54,20 +55,34 @@ def train_model(
     """Train on the snapshot's train split, log everything to a new MLflow run, log the model (pyfunc)."""
     from workflows.lib import tracking
 
-    run_id, model_uri = tracking.train_run(_store(), snapshot, epochs, seed)
-    return snapshot | {"run_id": run_id, "model_uri": model_uri}
+    backbone = Settings.from_env().backbone
+    return snapshot | tracking.train_run(_store(), snapshot, backbone, epochs, seed)
+
+
+@step(resources=Resources(cpu_request=2, memory_request="2Gi"))
+def audit_labels(trained: dict[str, Any], seed: int = defaults.SEED) -> Audited:
+    """Find the images whose label looks wrong, log them to the run, queue them for an admin. Features
+    come from the cache training filled; only the test split's are computed here, once."""
+    from workflows.lib import audit
+
+    settings = Settings.from_env()
+    engine, store = open_catalog(settings.db_url), open_store(settings.store_url)
+    result, queued = audit.review(engine, store, trained["dataset_version"], trained["run_id"], seed)
+    return trained | {"suspects": len(result.suspects), "queued": queued}
 
 
 @step()
-def evaluate_model(trained: dict[str, Any]) -> Evaluated:
-    """Test metrics of the exported ONNX model (what will serve) on the frozen test split, to MLflow."""
+def evaluate_model(audited: dict[str, Any]) -> Evaluated:
+    """Test metrics of the exported ONNX model (what will serve) on the frozen test split, to MLflow;
+    beside the headline, accuracy on the test images the audit did not flag."""
     from workflows.lib import tracking
     from workflows.lib.evaluation import evaluate
 
-    onnx_bytes, prep = tracking.load_model(trained["model_uri"])
-    report = evaluate(onnx_bytes, prep, _store(), trained["dataset_version"])
-    tracking.log_evaluation(trained["run_id"], report)
-    return trained | {"metrics": report.metrics}
+    onnx_bytes, prep = tracking.load_model(audited["model_uri"])
+    flagged = tracking.flagged(audited["run_id"])
+    report = evaluate(onnx_bytes, prep, _store(), audited["dataset_version"], flagged, audited["temperature"])
+    tracking.log_evaluation(audited["run_id"], report)
+    return audited | {"metrics": report.metrics}
 
 
 @step()
@@ -132,7 +147,10 @@ def build() -> WorkflowTemplate:
                 "seed": "{{inputs.parameters.seed}}",
             }
         )
-        evaluated = evaluate_model(arguments={"trained": trained.get_parameter("trained")})
+        audited = audit_labels(
+            arguments={"trained": trained.get_parameter("trained"), "seed": "{{inputs.parameters.seed}}"}
+        )
+        evaluated = evaluate_model(arguments={"audited": audited.get_parameter("audited")})
         registered = register_model(arguments={"evaluated": evaluated.get_parameter("evaluated")})
         promoted = promote_model(
             arguments={
@@ -142,5 +160,5 @@ def build() -> WorkflowTemplate:
         )
         rolled = roll_out(arguments={"promoted": promoted.get_parameter("promoted")})
         counted = count_labels_trained(arguments={"promoted": promoted.get_parameter("promoted")})
-        snapshot >> trained >> evaluated >> registered >> promoted >> rolled >> counted
+        snapshot >> trained >> audited >> evaluated >> registered >> promoted >> rolled >> counted
     return template

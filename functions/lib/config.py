@@ -11,6 +11,7 @@ from typing import Any
 from functions.lib.errors import ConfigError
 
 MiB = 1024 * 1024
+BACKBONES = ("efficientnet-lite0", "scratch")
 
 DEFAULT_PORTS = {
     "predict": 8081,
@@ -36,6 +37,7 @@ class Settings:
     labels_url: str
     retrain_webhook: str
     admin_token: str | None = None  # unset: the admin routes refuse everything
+    backbone: str = "efficientnet-lite0"  # what training starts from: a pretrained network, or scratch
     retrain_min_new_labels: int = 10
     outbox_retry_seconds: float = 30.0
     model_version: str | None = None  # set: predict serves this version only (a pinned Knative revision)
@@ -68,6 +70,7 @@ class Settings:
             retrain_webhook=env.get("DANDELION_RETRAIN_WEBHOOK")
             or f"http://127.0.0.1:{DEFAULT_PORTS['retrain-webhook']}/retrain",
             admin_token=env.get("DANDELION_ADMIN_TOKEN") or None,
+            backbone=_choice(env, "DANDELION_BACKBONE", BACKBONES, cls.backbone),
             retrain_min_new_labels=_positive_int(
                 env, "DANDELION_RETRAIN_MIN_NEW_LABELS", cls.retrain_min_new_labels
             ),
@@ -87,6 +90,13 @@ class Settings:
         if self.source_mirror and url.startswith(self.source_mirror[0]):
             return self.source_mirror[1] + url[len(self.source_mirror[0]) :]
         return url
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    value = env.get(name) or default
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
 
 
 def _mirror(value: str | None) -> tuple[str, str] | None:

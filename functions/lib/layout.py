@@ -8,6 +8,7 @@ predict function cannot disagree about a path.
 | `raw/<label>/<sha256>.jpg` | ingest-one-url, validate-label (accepted) | the dataset snapshot, training |
 | `incoming/<sha256>.<ext>` | validate-label (submitted) | validate-label (the admin's review) |
 | `datasets/<dataset_version>/manifest.csv` | the snapshot step | training, evaluation, promotion |
+| `features/<backbone identity>/<sha256>.npy` | training (pretrained backbone) | training, the label audit |
 | `models/<version>/model.onnx`, `metadata.json` | promotion | predict |
 | `models/champion.json` | promotion, last | predict, the gate, `dandelion up` |
 | `mlflow-artifacts/...` | the local MLflow server | MLflow clients |
@@ -42,6 +43,16 @@ def incoming_key(sha256: str, extension: str) -> str:
 
 def manifest_key(dataset_version: str) -> str:
     return f"datasets/{dataset_version}/manifest.csv"
+
+
+def feature_key(backbone: str, sha256: str) -> str:
+    """An image's features under one backbone (weights and preprocessing): a retrain computes only the
+    new images', and no other backbone or image can ever be served from the key."""
+    return f"features/{backbone}/{sha256}.npy"
+
+
+def features_prefix(backbone: str) -> str:
+    return f"features/{backbone}/"
 
 
 def model_key(version: str) -> str:

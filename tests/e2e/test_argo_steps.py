@@ -74,6 +74,7 @@ def test_weekly_retrain_runs_every_step_through_the_pod_command_line(
         "summarise",
         "snapshot_dataset",
         "train_model",
+        "audit_labels",
         "evaluate_model",
         "register_model",
         "promote_model",

@@ -15,6 +15,7 @@ import tritonclient.http as triton
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
+from functions.lib.config import BACKBONES
 from functions.lib.errors import Unavailable
 from functions.lib.model_server import ModelFiles
 from functions.lib.onnx_classifier import OnnxClassifier
@@ -78,6 +79,31 @@ def test_predict_answers_the_contract(served, tiny_models) -> None:
     assert body["confidence"] == pytest.approx(max(probabilities), abs=1e-6)
     assert body["model_version"] == "1"
     assert 0 < body["prediction_time"] < 5
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_each_backbone_serves_the_probabilities_onnxruntime_gives_here(
+    tmp_path, backbone, tiny_models, pretrained_tiny_model
+) -> None:
+    """The model a backbone trains, published as promotion publishes it, served unchanged: predict's
+    preprocessing comes from the metadata, whichever normalisation the backbone has."""
+    model = pretrained_tiny_model if backbone == "efficientnet-lite0" else tiny_models[0]
+    store_url = (tmp_path / "objects").as_uri()
+    publish_model(store_url, "1", model)
+    function = FunctionProcess("predict", predict_env(tmp_path, store_url))
+    try:
+        files = [("file", ("d.jpg", DANDELION, "image/jpeg")), ("file", ("g.jpg", GRASS, "image/jpeg"))]
+        answers = requests.post(f"{function.url}/predict", files=files, timeout=30).json()
+        for answer, data in zip(answers, (DANDELION, GRASS), strict=True):
+            want = dict(zip(("dandelion", "grass"), expected(model, data), strict=True))
+            assert answer["probabilities"] == pytest.approx(want, abs=1e-6)
+        info = requests.get(f"{function.url}/model/info", timeout=30).json()
+        assert (info["dataset_version"], info["num_parameters"]) == (
+            model[1]["dataset_version"],
+            model[1]["num_parameters"],
+        )
+    finally:
+        function.stop()
 
 
 def test_trailing_slash_and_raw_body_give_the_same_answer(served) -> None:
@@ -216,7 +242,7 @@ def test_health_and_model_info(served, tiny_models) -> None:
         "input_size": 128,
         "num_parameters": metadata["num_parameters"],
         "metrics": {"test_accuracy": 0.5},
-        "dataset_version": "tiny-0",
+        "dataset_version": "tiny-scratch-0",
         "mlflow_run_id": "run-0",
         "sha256": hashlib.sha256(onnx_bytes).hexdigest(),
     }
@@ -424,9 +450,9 @@ def test_a_stale_local_copy_is_fetched_again_and_a_wrong_digest_refused(tmp_path
     store_url = (tmp_path / "objects").as_uri()
     first = publish_model(store_url, "1", tiny_models[0])
     files = ModelFiles(open_store(store_url), tmp_path / "cache", threads=1)
-    assert files.load("1", first["sha256"]).metadata["dataset_version"] == "tiny-0"
+    assert files.load("1", first["sha256"]).metadata["dataset_version"] == "tiny-scratch-0"
     second = publish_model(store_url, "1", tiny_models[1])  # version 1 again, as after a registry reset
     reloaded = files.load("1", second["sha256"])
-    assert (reloaded.sha256, reloaded.metadata["dataset_version"]) == (second["sha256"], "tiny-1")
+    assert (reloaded.sha256, reloaded.metadata["dataset_version"]) == (second["sha256"], "tiny-scratch-1")
     with pytest.raises(Unavailable, match="not the pointer's"):
         files.load("1", "0" * 64)

@@ -26,7 +26,7 @@ from functions.lib.onnx_classifier import OnnxClassifier
 from functions.lib.preprocessing import Preprocessing
 from functions.lib.store import FileStore, open_store
 from tests.conftest import DATASET, FunctionProcess, canonical
-from workflows.lib import promotion
+from workflows.lib import dataset, promotion
 from workflows.local import cli
 from workflows.local.processes import free_port, start, stop, wait_healthy
 from workflows.local.stack import run_workflow
@@ -58,15 +58,28 @@ def platform(request, tmp_path, source, mlflow_server, monkeypatch):
     return settings, open_store(store_url)
 
 
+def ingested_sha256(settings: Settings, labels, n: int) -> list[str]:
+    engine = catalog.open_catalog(settings.db_url)
+    return [catalog.get(engine, canonical(label, n))["sha256"] for label in labels]
+
+
 def train(settings: Settings, **parameters: str) -> dict:
     return run_workflow("train-model", {"epochs": "1", "min-accuracy": "0"} | parameters, settings)["rollout"]
 
 
 @pytest.mark.parametrize(
-    "platform", [("sqlite", "file"), ("mysql", "s3")], indirect=True, ids=["embedded", "mariadb-s3"]
+    ("platform", "backbone"),
+    [
+        (("sqlite", "file"), "efficientnet-lite0"),
+        (("sqlite", "file"), "scratch"),
+        (("mysql", "s3"), "efficientnet-lite0"),
+    ],
+    indirect=["platform"],
+    ids=["embedded", "embedded-scratch", "mariadb-s3"],
 )
-def test_a_run_is_tracked_registered_promoted_and_exported(platform) -> None:
+def test_a_run_is_tracked_registered_promoted_and_exported(platform, backbone, monkeypatch) -> None:
     settings, store = platform
+    monkeypatch.setenv("DANDELION_BACKBONE", backbone)
     rolled = train(settings)
     assert rolled == {
         "version": rolled["version"],
@@ -79,28 +92,52 @@ def test_a_run_is_tracked_registered_promoted_and_exported(platform) -> None:
     assert client.get_model_version_by_alias(MODEL_NAME, "champion").version == version.version
     assert version.tags["promotion"] == "accepted"
     run = client.get_run(version.run_id)
+    per_class = {f"test_{m}_{label}" for m in ("precision", "recall", "f1") for label in LABELS}
+    confusion = {f"test_confusion_{true}_as_{predicted}" for true in LABELS for predicted in LABELS}
     assert {
-        "train_loss",
         "train_accuracy",
-        "val_loss",
         "val_accuracy",
+        "val_ece",
+        "val_ece_uncalibrated",
         "test_accuracy",
-        "test_precision_grass",
-        "test_recall_dandelion",
-        "test_f1_grass",
+        "test_balanced_accuracy",
+        "test_ece",
+        "test_ece_uncalibrated",
+        "test_accuracy_unflagged",
+        "test_images_unflagged",
+        "audit_suspects",
+        "audit_queued",
+        *per_class,
+        *confusion,
     } <= set(run.data.metrics)
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [0]
-    assert run.data.params["epochs"] == "1"
-    assert run.data.params["precision"] == "auto"
-    assert run.data.params["compute_dtype"] in ("float32", "bfloat16")
+    assert sum(run.data.metrics[name] for name in confusion) == run.data.metrics["test_images"]
+    if backbone == "scratch":
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [0]
+        assert run.data.params["compute_dtype"] in ("float32", "bfloat16")
+    else:  # the training computed the train and validation images' features; the audit, the test images'
+        assert run.data.metrics["features_cached"] == 0
+        assert run.data.metrics["audit_features_computed"] == run.data.metrics["test_images"]
+    assert (run.data.params["backbone"], run.data.params["epochs"]) == (backbone, "1")
+    assert 0.05 <= float(run.data.params["temperature"]) <= 20
     dataset_version = run.data.tags["dataset_version"]
     assert run.inputs.dataset_inputs[0].dataset.name == f"greenr-{dataset_version}"
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {
         "confusion_matrix.png",
         "confusion_matrix.json",
+        "label_audit.json",
         "preprocessing.json",
         "pytorch",
     }
+    audit = mlflow.MlflowClient().load_table(run.info.experiment_id, "label_audit.json", [run.info.run_id])
+    assert list(audit.columns) == [
+        "key",
+        "sha256",
+        "given_label",
+        "suggested_label",
+        "self_confidence",
+        "split",
+    ]
+    assert len(audit) == run.data.metrics["audit_suspects"]
 
     pointer = read_champion(store)
     assert (pointer["version"], pointer["key"]) == (
@@ -112,12 +149,44 @@ def test_a_run_is_tracked_registered_promoted_and_exported(platform) -> None:
     assert pointer["metrics"]["test_accuracy"] == run.data.metrics["test_accuracy"]
     metadata = json.loads(store.get(f"models/{rolled['version']}/metadata.json"))
     assert metadata["classes"] == ["dandelion", "grass"]
+    assert metadata["mean"] == ([127 / 255] * 3 if backbone != "scratch" else list(Preprocessing().mean))
     assert (metadata["input_size"], metadata["dataset_version"]) == (128, dataset_version)
     assert metadata["mlflow_run_id"] == run.info.run_id
+    assert metadata["metrics"] == {k: v for k, v in run.data.metrics.items() if k.startswith("test_")}
     assert store.exists(f"datasets/{dataset_version}/manifest.csv")
     served = OnnxClassifier(onnx_bytes, Preprocessing.from_dict(metadata))
     probabilities = served.classify([Image.open(DATASET / "grass" / "00000001.jpg")])
     assert probabilities.shape == (1, 2) and abs(probabilities.sum() - 1) < 1e-6
+
+
+def test_a_retrain_computes_features_only_for_new_images_and_the_audit_runs_alone(platform, capsys) -> None:
+    """The feature cache across runs, and `dandelion audit-labels` in an MLflow run of its own."""
+    settings, _store = platform
+    train(settings)
+    ingestor = Ingestor.from_settings(settings)
+    for label in LABELS:
+        ingestor.ingest(canonical(label, 5), label)
+    train(settings, seed="1")
+    runs = mlflow.search_runs(experiment_names=["dandelion"], order_by=["attributes.start_time ASC"])
+    second = runs.iloc[-1]
+    new_in_fit = sum(dataset.split_of(sha) != "test" for sha in ingested_sha256(settings, LABELS, 5))
+    assert second["metrics.features_computed"] == new_in_fit
+    assert second["metrics.audit_features_computed"] == 2 - new_in_fit
+
+    assert cli.main(["audit-labels"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    run = mlflow.get_run(summary["mlflow_run_id"])
+    assert (run.info.run_name, run.data.tags["dataset_version"]) == (
+        "audit-labels",
+        summary["dataset_version"],
+    )
+    assert run.data.metrics["audit_features_computed"] == 0
+    assert summary["examples"] == len(SUBSET) + 2
+    audit = mlflow.MlflowClient().load_table(run.info.experiment_id, "label_audit.json", [run.info.run_id])
+    assert list(audit["key"]) == [suspect["key"] for suspect in summary["suspects"]]
+    assert cli.main(["audit-labels"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert (again["suspects"], again["queued"]) == (summary["suspects"], 0)  # queued once
 
 
 def test_the_gate_refuses_a_worse_model_and_keeps_the_champion(platform) -> None:

@@ -18,6 +18,8 @@ def test_embedded_defaults_live_under_home(tmp_path: Path) -> None:
     assert settings.max_upload_bytes == 10 * 1024 * 1024
     assert settings.model_poll_seconds == 10.0
     assert settings.inference_threads == 2
+    assert settings.backbone == "efficientnet-lite0"
+    assert Settings.from_env({"DANDELION_BACKBONE": "scratch"}).backbone == "scratch"
 
 
 def test_mirror_rewrites_only_its_prefix() -> None:
@@ -35,6 +37,7 @@ def test_mirror_rewrites_only_its_prefix() -> None:
         ({"DANDELION_MAX_UPLOAD_BYTES": "1.5"}, "DANDELION_MAX_UPLOAD_BYTES must be a whole number"),
         ({"DANDELION_MODEL_POLL_SECONDS": "soon"}, "must be a number of seconds"),
         ({"DANDELION_MODEL_POLL_SECONDS": "-1"}, "must be positive"),
+        ({"DANDELION_BACKBONE": "resnet50"}, "DANDELION_BACKBONE must be one of efficientnet-lite0, scratch"),
     ],
 )
 def test_bad_environment_is_reported_by_name(env: dict[str, str], message: str) -> None:

@@ -1,4 +1,11 @@
-"""Classification metrics on a frozen split, computed from the served (ONNX) model's predictions."""
+"""Classification metrics on a frozen split, computed from the served (ONNX) model's probabilities.
+
+The headline is accuracy on the whole frozen test split, which the quality gate reads. Beside it: balanced
+accuracy, per-class precision / recall / F1, the confusion matrix (as `test_confusion_<true>_as_<predicted>`
+counts, so that it travels with the metrics into the champion's metadata), the expected calibration error
+of the served confidence and of the uncalibrated one, and accuracy on the test images the label audit did
+not flag, a separate figure that never replaces the headline.
+"""
 
 from __future__ import annotations
 
@@ -7,51 +14,82 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.special import softmax
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    precision_recall_fscore_support,
+)
 
 from functions.lib.onnx_classifier import OnnxClassifier
 from functions.lib.preprocessing import Preprocessing
 from functions.lib.store import ObjectStore
 from workflows.lib import dataset
+from workflows.lib.calibration import expected_calibration_error
 
 
 @dataclass(frozen=True)
 class Report:
     metrics: dict[str, float]
-    matrix: np.ndarray  # the confusion matrix
+    matrix: np.ndarray  # the confusion matrix: rows true classes, columns predicted ones
     classes: tuple[str, ...]
 
 
-def evaluate(onnx_bytes: bytes, prep: Preprocessing, store: ObjectStore, dataset_version: str) -> Report:
-    """The ONNX model, run by onnxruntime as predict runs it, on the dataset's frozen test split."""
-    images, labels = dataset.load_images(
-        store, dataset.split(dataset.load(store, dataset_version), "test"), prep
-    )
-    predictions = OnnxClassifier(onnx_bytes, prep).classify(images).argmax(axis=1).tolist()
-    return Report(
-        metrics(labels, predictions, prep.classes),
-        confusion(labels, predictions, len(prep.classes)),
-        prep.classes,
-    )
+def evaluate(
+    onnx_bytes: bytes,
+    prep: Preprocessing,
+    store: ObjectStore,
+    dataset_version: str,
+    flagged: frozenset[str] = frozenset(),
+    temperature: float = 1.0,
+) -> Report:
+    """The ONNX model, run by onnxruntime as predict runs it, on the dataset's frozen test split.
+    `flagged`: SHA-256 of the images the label audit suspected; `temperature`: the one the model's logits
+    are divided by, to measure the calibration error it removed."""
+    examples = dataset.split(dataset.load(store, dataset_version), "test")
+    images, labels = dataset.load_images(store, examples, prep)
+    probabilities = OnnxClassifier(onnx_bytes, prep).classify(images)
+    unflagged = np.array([e.sha256 not in flagged for e in examples], dtype=bool)
+    return report(np.asarray(labels, dtype=int), probabilities, prep.classes, unflagged, temperature)
 
 
-def metrics(labels: Sequence[int], predictions: Sequence[int], classes: Sequence[str]) -> dict[str, float]:
-    """Accuracy, and precision / recall / F1 per class (`test_` prefixed names, as MLflow logs them)."""
-    y, p = np.asarray(labels), np.asarray(predictions)
-    result = {"test_accuracy": float((y == p).mean()) if len(y) else 0.0}
+def report(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    classes: Sequence[str],
+    unflagged: np.ndarray,
+    temperature: float = 1.0,
+) -> Report:
+    """The metrics (`test_` prefixed, as MLflow logs them) of probabilities (N, classes) against labels."""
+    predictions = probabilities.argmax(axis=1) if len(labels) else np.zeros(0, dtype=int)
+    indices = list(range(len(classes)))
+    precision, recall, f1, _support = precision_recall_fscore_support(
+        labels, predictions, labels=indices, zero_division=0.0
+    )
+    matrix = confusion_matrix(labels, predictions, labels=indices)
+    # Undo the temperature: softmax(T * log p) are the probabilities of the logits before calibration.
+    uncalibrated = softmax(temperature * np.log(np.clip(probabilities, 1e-12, 1.0)), axis=1)
+    result = {
+        "test_accuracy": float(accuracy_score(labels, predictions)) if len(labels) else 0.0,
+        "test_balanced_accuracy": float(balanced_accuracy_score(labels, predictions)) if len(labels) else 0.0,
+        "test_ece": expected_calibration_error(probabilities, labels),
+        "test_ece_uncalibrated": expected_calibration_error(uncalibrated, labels),
+        "test_images": float(len(labels)),
+        "test_images_unflagged": float(unflagged.sum()),
+        "test_accuracy_unflagged": float((predictions == labels)[unflagged].mean())
+        if unflagged.any()
+        else 0.0,
+    }
     for index, name in enumerate(classes):
-        tp = int(((p == index) & (y == index)).sum())
-        precision = tp / max(1, int((p == index).sum()))
-        recall = tp / max(1, int((y == index).sum()))
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        result |= {f"test_precision_{name}": precision, f"test_recall_{name}": recall, f"test_f1_{name}": f1}
-    return result
-
-
-def confusion(labels: Sequence[int], predictions: Sequence[int], n_classes: int) -> np.ndarray:
-    """Rows are true classes, columns predicted ones."""
-    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(labels, dtype=int), np.asarray(predictions, dtype=int)), 1)
-    return matrix
+        result |= {
+            f"test_precision_{name}": float(precision[index]),
+            f"test_recall_{name}": float(recall[index]),
+            f"test_f1_{name}": float(f1[index]),
+        }
+        for other, predicted in enumerate(classes):
+            result[f"test_confusion_{name}_as_{predicted}"] = float(matrix[index, other])
+    return Report(result, matrix, tuple(classes))
 
 
 def confusion_figure(matrix: np.ndarray, classes: Sequence[str]) -> Any:  # a matplotlib Figure

@@ -6,6 +6,7 @@ Everything else in the workflows reaches MLflow through these functions; MLFLOW_
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import inspect
 import io
@@ -14,6 +15,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,10 +31,13 @@ from functions.lib.image_model import INPUT_COLUMN, ImageClassifier
 from functions.lib.layout import MODEL_NAME, manifest_key
 from functions.lib.preprocessing import Preprocessing
 from functions.lib.store import ObjectStore
+from functions.lib.submissions import Suspect
 from workflows.lib import dataset
 from workflows.lib.evaluation import Report, confusion_figure
 
 EXPERIMENT = "dandelion"
+AUDIT_TABLE = "label_audit.json"  # the label audit's suspects, a table artifact of the run
+AUDIT_COLUMNS = ("key", "sha256", "given_label", "suggested_label", "self_confidence", "split")
 CHAMPION_ALIAS = "champion"
 # What the registered model needs to run anywhere MLflow runs it, pinned as pyproject pins it here.
 MODEL_REQUIREMENTS = ("mlflow", "onnxruntime", "Pillow", "numpy", "pandas")
@@ -95,26 +100,23 @@ def log_pyfunc(onnx_bytes: bytes, prep: Preprocessing, example: Image.Image) -> 
     return str(info.model_uri)
 
 
-def train_run(store: ObjectStore, snapshot: dict[str, Any], epochs: int, seed: int) -> tuple[str, str]:
-    """Train on the snapshot's train split inside a new MLflow run that logs the parameters, the
-    per-epoch metrics, the dataset, the state dict, the preprocessing and the model (a pyfunc).
-    Returns (run id, model URI)."""
+def train_run(
+    store: ObjectStore, snapshot: dict[str, Any], backbone: str, epochs: int, seed: int
+) -> dict[str, Any]:
+    """Train on the snapshot inside a new MLflow run that logs the parameters, the metrics (per epoch for
+    the scratch CNN), the dataset, the calibration, the weights, the preprocessing and the model (a
+    pyfunc). Returns the run id, the model URI and the temperature that calibrates it."""
     # torch is imported here, not with this module: the other steps need MLflow but not torch.
-    from workflows.lib.training import TrainConfig, compute_dtype, export_onnx, parameter_count, train
+    from workflows.lib.training import TrainConfig, compute_dtype, fit
 
     version = snapshot["dataset_version"]
-    examples, prep, config = (
-        dataset.load(store, version),
-        Preprocessing(),
-        TrainConfig(epochs=epochs, seed=seed),
-    )
-    train_set = dataset.load_images(store, dataset.split(examples, "train"), prep)
-    val_set = dataset.load_images(store, dataset.split(examples, "val"), prep)
+    examples, config = dataset.load(store, version), TrainConfig(epochs=epochs, seed=seed)
     mlflow.set_experiment(EXPERIMENT)  # created on first use, so a fresh tracking server needs no setup
     with mlflow.start_run(tags={"dataset_version": version, "code_version": code_version()}) as run:
-        mlflow.log_params(config.to_dict() | {f"prep_{k}": v for k, v in prep.to_dict().items()})
+        mlflow.log_params(config.to_dict())
         mlflow.log_params(
             {
+                "backbone": backbone,
                 "dataset_version": version,
                 "compute_dtype": str(compute_dtype(config.precision)).removeprefix("torch."),
                 **{f"images_{k}": v for k, v in snapshot["images"].items()},
@@ -134,12 +136,15 @@ def train_run(store: ObjectStore, snapshot: dict[str, Any], epochs: int, seed: i
         def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
             mlflow.log_metrics(metrics, step=epoch)
 
-        model = train(config, prep, *train_set, *val_set, log_epoch)
-        mlflow.log_param("num_parameters", parameter_count(model))
-        mlflow.pytorch.log_state_dict(model.state_dict(), "pytorch")
-        mlflow.log_dict(prep.to_dict(), "preprocessing.json")
-        model_uri = log_pyfunc(export_onnx(model, prep), prep, train_set[0][0])
-    return run.info.run_id, model_uri
+        fitted = fit(backbone, config, store, examples, log_epoch)
+        mlflow.log_params({f"prep_{k}": v for k, v in fitted.prep.to_dict().items()})
+        mlflow.log_params({"num_parameters": fitted.num_parameters, "temperature": fitted.temperature})
+        mlflow.log_metrics(fitted.metrics)
+        mlflow.pytorch.log_state_dict(fitted.weights, "pytorch")
+        mlflow.log_dict(fitted.prep.to_dict(), "preprocessing.json")
+        example = dataset.load_images(store, examples[:1], fitted.prep)[0][0]
+        model_uri = log_pyfunc(fitted.onnx_bytes, fitted.prep, example)
+    return {"run_id": run.info.run_id, "model_uri": model_uri, "temperature": fitted.temperature}
 
 
 def load_model(model_uri: str) -> tuple[bytes, Preprocessing]:
@@ -159,6 +164,31 @@ def log_evaluation(run_id: str, report: Report) -> None:
     client.log_dict(
         run_id, {"classes": list(report.classes), "matrix": report.matrix.tolist()}, "confusion_matrix.json"
     )
+
+
+def log_audit(run_id: str, suspects: list[Suspect], counts: dict[str, int]) -> None:
+    """The label audit's suspects as a table (MLflow shows it with the run), and its counts."""
+    client = mlflow.MlflowClient()
+    rows = [(s.key, s.sha256, s.given, s.suggested, s.self_confidence, s.split) for s in suspects]
+    client.log_table(run_id, pd.DataFrame(rows, columns=list(AUDIT_COLUMNS)), AUDIT_TABLE)
+    for key, value in counts.items():
+        client.log_metric(run_id, key, value)
+
+
+def flagged(run_id: str) -> frozenset[str]:
+    """SHA-256 of the images the run's label audit suspected."""
+    client = mlflow.MlflowClient()
+    experiment_id = client.get_run(run_id).info.experiment_id
+    return frozenset(client.load_table(experiment_id, AUDIT_TABLE, run_ids=[run_id])["sha256"])
+
+
+@contextlib.contextmanager
+def audit_run(dataset_version: str) -> Iterator[str]:
+    """A run of its own for an audit outside training (`dandelion audit-labels`); yields its id."""
+    mlflow.set_experiment(EXPERIMENT)
+    tags = {"dataset_version": dataset_version, "code_version": code_version()}
+    with mlflow.start_run(run_name="audit-labels", tags=tags) as run:
+        yield run.info.run_id
 
 
 def register(model_uri: str, dataset_version: str) -> str:

@@ -1,7 +1,10 @@
-"""Training: a compact CNN from scratch (no pretrained weights can be fetched here), exported to ONNX.
+"""Training, for either backbone, to one calibrated ONNX model.
 
-Images go through `functions.lib.preprocessing` exactly as serving feeds them; training only replaces the
-centre crop with random augmentation before the shared `normalise`.
+`efficientnet-lite0` (the default): the pretrained trunk stays frozen and a logistic-regression head is
+fitted on its cached features (`workflows.lib.pretrained`, `workflows.lib.features`). `scratch`: a compact
+CNN trained end to end, its images going through `functions.lib.preprocessing` exactly as serving feeds
+them, with random augmentation in place of the centre crop. Either way a temperature fitted on the
+validation split divides the logits inside the exported graph (`workflows.lib.calibration`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from torch import nn
 from torchvision.transforms import v2
 
 from functions.lib.preprocessing import Preprocessing
+from functions.lib.store import ObjectStore
 from workflows import defaults
+from workflows.lib import calibration, dataset, features, pretrained
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -193,6 +198,79 @@ def train(
         on_epoch(epoch, metrics)
     # Back to the default layout for the export: ONNX Runtime gets plain NCHW weights.
     return model.cpu().to(memory_format=torch.contiguous_format).eval()
+
+
+class Scaled(nn.Module):
+    """A model whose logits are divided by a temperature: calibration inside the exported graph."""
+
+    def __init__(self, model: nn.Module, temperature: float) -> None:
+        super().__init__()
+        self.model, self.temperature = model, temperature
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images) / self.temperature
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A trained, calibrated model, and what the run logs of it."""
+
+    onnx_bytes: bytes
+    prep: Preprocessing
+    num_parameters: int
+    temperature: float
+    metrics: dict[str, float]  # validation accuracy and calibration error before and after; feature cache use
+    weights: dict[str, torch.Tensor]  # what MLflow keeps: the whole state dict, or the head's
+
+
+def _calibrate(logits: np.ndarray, labels: np.ndarray) -> tuple[float, dict[str, float]]:
+    temperature = calibration.fit_temperature(logits, labels)
+    before = calibration.expected_calibration_error(calibration.calibrated(logits, 1.0), labels)
+    after = calibration.expected_calibration_error(calibration.calibrated(logits, temperature), labels)
+    accuracy = float((logits.argmax(axis=1) == labels).mean()) if len(labels) else 0.0
+    return temperature, {"val_accuracy": accuracy, "val_ece_uncalibrated": before, "val_ece": after}
+
+
+def fit(
+    backbone: str,
+    config: TrainConfig,
+    store: ObjectStore,
+    examples: Sequence[dataset.Example],
+    on_epoch: Callable[[int, dict[str, float]], None],
+) -> Fitted:
+    """Train on the examples' train split, calibrate on their validation split, export."""
+    train_set, val_set = dataset.split(list(examples), "train"), dataset.split(list(examples), "val")
+    if backbone == "scratch":
+        prep = Preprocessing()
+        val_images, val_labels = dataset.load_images(store, val_set, prep)
+        model = train(
+            config, prep, *dataset.load_images(store, train_set, prep), val_images, val_labels, on_epoch
+        )
+        logits = np.zeros((0, len(prep.classes)), np.float32)
+        if val_images:
+            batch = np.stack([prep.normalise(prep.centre_crop(image)) for image in val_images])
+            with torch.no_grad():
+                logits = model(torch.from_numpy(batch)).numpy()
+        temperature, metrics = _calibrate(logits, np.asarray(val_labels))
+        exported = export_onnx(Scaled(model, temperature), prep)
+        return Fitted(exported, prep, parameter_count(model), temperature, metrics, model.state_dict())
+    prep = pretrained.PREPROCESSING
+    train_features, val_features = features.features(store, train_set), features.features(store, val_set)
+    train_x, val_x = train_features.values, val_features.values
+    train_y = np.array([prep.classes.index(e.label) for e in train_set])
+    val_y = np.array([prep.classes.index(e.label) for e in val_set])
+    weight, bias = pretrained.fit_head(train_x, train_y, len(prep.classes), config.seed)
+    on_epoch(0, {"train_accuracy": float(((train_x @ weight.T + bias).argmax(1) == train_y).mean())})
+    temperature, metrics = _calibrate(val_x @ weight.T + bias, val_y)
+    metrics |= {
+        "features_computed": train_features.computed + val_features.computed,
+        "features_cached": train_features.cached + val_features.cached,
+    }
+    classifier = pretrained.Classifier(weight / temperature, bias / temperature)
+    head = {name: tensor for name, tensor in classifier.state_dict().items() if name.startswith("head.")}
+    return Fitted(
+        export_onnx(classifier, prep), prep, parameter_count(classifier), temperature, metrics, head
+    )
 
 
 def export_onnx(model: nn.Module, prep: Preprocessing) -> bytes:

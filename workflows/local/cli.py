@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from functions.lib.config import DEFAULT_PORTS, Settings
+from workflows import defaults
 from workflows.local.processes import FUNCTION_TARGETS, disable_mlflow_telemetry
 
 PLATFORM_DIR = Path("platform")
@@ -55,6 +56,27 @@ def cmd_promote(args: argparse.Namespace) -> int:
     pointer = promotion.make_champion(open_store(_settings().store_url), args.version)
     print(f"champion: {json.dumps(pointer)}")
     print(rollout.roll_out_predict(args.version))
+    return 0
+
+
+def cmd_audit_labels(args: argparse.Namespace) -> int:
+    """The label audit alone, on a fresh snapshot, in an MLflow run of its own; suspects join the queue."""
+    from dataclasses import asdict
+
+    from functions.lib import catalog
+    from functions.lib.store import open_store
+    from workflows.lib import audit, dataset, tracking
+
+    _default_mlflow()
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"  # stdout is the summary, JSON alone
+    settings = _settings()
+    engine, store = catalog.open_catalog(settings.db_url), open_store(settings.store_url)
+    version, _examples, _new = dataset.snapshot(engine, store)
+    with tracking.audit_run(version) as run_id:
+        result, queued = audit.review(engine, store, version, run_id, args.seed)
+    summary = {"dataset_version": version, "mlflow_run_id": run_id, "examples": result.examples}
+    summary |= {"queued": queued, "suspects": [asdict(suspect) for suspect in result.suspects]}
+    print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -132,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("workflow", help="extract-images, train-model or weekly-retrain")
     run.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE")
     run.set_defaults(func=cmd_run)
+
+    audit = commands.add_parser(
+        "audit-labels", help="find the images whose label looks wrong and queue them for an admin"
+    )
+    audit.add_argument("--seed", type=int, default=defaults.SEED)
+    audit.set_defaults(func=cmd_audit_labels)
 
     promote = commands.add_parser(
         "promote",
