@@ -134,11 +134,11 @@ def warm(env: dict[str, str], bodies: list[tuple[bytes, str]]) -> dict:
             started = time.perf_counter()
             assert client.post(n) == 200
             latencies.append(time.perf_counter() - started)
-        counts, failures, stop = [0] * 8, [0], threading.Event()
+        counts, failures, finished = [0] * 8, [0], threading.Event()
 
         def hammer(index: int) -> None:
             own = Client(port, bodies)
-            while not stop.is_set():
+            while not finished.is_set():
                 if own.post(counts[index] + index) == 200:
                     counts[index] += 1
                 else:
@@ -149,7 +149,7 @@ def warm(env: dict[str, str], bodies: list[tuple[bytes, str]]) -> dict:
         for thread in threads:
             thread.start()
         time.sleep(15)
-        stop.set()
+        finished.set()
         for thread in threads:
             thread.join()
         elapsed = time.perf_counter() - started

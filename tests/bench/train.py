@@ -92,11 +92,18 @@ def report(champion: dict, run: mlflow.entities.Run, first: float, retrain: floa
         "promoted_version": champion["version"],
         "test": {
             name: round(metrics[f"test_{name}"], 4)
-            for name in ("accuracy", "balanced_accuracy", "accuracy_unflagged", "ece_uncalibrated", "ece")
+            for name in (
+                *("accuracy", "balanced_accuracy", "accuracy_unflagged"),
+                *("ece_uncalibrated", "ece", "log_loss_uncalibrated", "log_loss"),
+            )
         }
         | {"images": int(metrics["test_images"]), "images_unflagged": int(metrics["test_images_unflagged"])},
-        "validation": {
-            name: round(metrics[name], 4) for name in ("val_accuracy", "val_ece_uncalibrated", "val_ece")
+        "calibration": {
+            "fitted_on": run.data.params["calibrated_on"],
+            **{
+                name: round(metrics[f"calibration_{name}"], 4)
+                for name in ("accuracy", "ece_before", "ece_after", "images")
+            },
         },
         "temperature": round(float(run.data.params["temperature"]), 3),
         "suspected_labels": {

@@ -96,9 +96,9 @@ def test_a_run_is_tracked_registered_promoted_and_exported(platform, backbone, m
     confusion = {f"test_confusion_{true}_as_{predicted}" for true in LABELS for predicted in LABELS}
     assert {
         "train_accuracy",
-        "val_accuracy",
-        "val_ece",
-        "val_ece_uncalibrated",
+        "calibration_accuracy",
+        "calibration_ece_before",
+        "calibration_ece_after",
         "test_accuracy",
         "test_balanced_accuracy",
         "test_ece",

@@ -117,6 +117,14 @@ def receiver():
     server.close()
 
 
+@pytest.fixture(params=["embedded", "mariadb-s3"])
+def backend(request, tmp_path) -> tuple[str, str]:
+    """(catalog URL, store URL): the embedded default, or MariaDB and S3."""
+    if request.param == "embedded":
+        return f"sqlite:///{tmp_path / 'c.db'}", (tmp_path / "objects").as_uri()
+    return request.getfixturevalue("mysql_url"), request.getfixturevalue("s3_url")
+
+
 @pytest.fixture
 def labels(tmp_path, receiver):
     db_url, store_url = f"sqlite:///{tmp_path / 'c.db'}", (tmp_path / "objects").as_uri()
@@ -316,12 +324,8 @@ def catalog_rows(engine) -> list[dict]:
         return [dict(row) for row in connection.execute(query.order_by(table.c.id)).mappings()]
 
 
-@pytest.mark.parametrize("backend", ["embedded", "mariadb-s3"])
-def test_accept_relabel_reject_and_deciding_twice(tmp_path, receiver, backend, request) -> None:
-    if backend == "embedded":
-        db_url, store_url = f"sqlite:///{tmp_path / 'c.db'}", (tmp_path / "objects").as_uri()
-    else:
-        db_url, store_url = request.getfixturevalue("mysql_url"), request.getfixturevalue("s3_url")
+def test_accept_relabel_reject_and_deciding_twice(tmp_path, receiver, backend) -> None:
+    db_url, store_url = backend
     service = Labels(tmp_path, db_url, store_url, receiver.url)
     try:
         for image, label in ((DANDELION, "dandelion"), (GRASS, "dandelion"), (photo(5), "grass")):
@@ -393,15 +397,11 @@ def wait_for(condition, seconds: float = 20) -> None:
         time.sleep(0.1)
 
 
-@pytest.mark.parametrize("backend", ["embedded", "mariadb-s3"])
 def test_the_threshold_event_is_posted_once_per_batch_under_concurrent_accepts(
-    tmp_path, receiver, backend, request
+    tmp_path, receiver, backend
 ) -> None:
     """Two instances, eight accepts at once: batches of three are announced twice, each exactly once."""
-    if backend == "embedded":
-        db_url, store_url = f"sqlite:///{tmp_path / 'c.db'}", (tmp_path / "objects").as_uri()
-    else:
-        db_url, store_url = request.getfixturevalue("mysql_url"), request.getfixturevalue("s3_url")
+    db_url, store_url = backend
     service = Labels(tmp_path, db_url, store_url, receiver.url, instances=2)
     try:
         urls = [instance.url for instance in service.instances]
@@ -462,14 +462,10 @@ def ingested(service: Labels, photos: list[tuple[str, bytes]]) -> list[str]:
     return digests
 
 
-@pytest.mark.parametrize("backend", ["embedded", "mariadb-s3"])
 def test_suspects_are_kept_relabelled_or_excluded_and_the_next_snapshot_follows(
-    tmp_path, receiver, backend, request
+    tmp_path, receiver, backend
 ) -> None:
-    if backend == "embedded":
-        db_url, store_url = f"sqlite:///{tmp_path / 'c.db'}", (tmp_path / "objects").as_uri()
-    else:
-        db_url, store_url = request.getfixturevalue("mysql_url"), request.getfixturevalue("s3_url")
+    db_url, store_url = backend
     service = Labels(tmp_path, db_url, store_url, receiver.url)
     try:
         photos = [("grass", DANDELION), ("dandelion", photo(1)), ("grass", photo(2)), ("dandelion", photo(4))]

@@ -9,20 +9,16 @@ trained from scratch would cost minutes where k logistic regressions cost a seco
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from cleanlab.filter import find_label_issues
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sqlalchemy import Engine
 
 from functions.lib.store import ObjectStore
 from functions.lib.submissions import Suspect, queue_suspects
 from workflows.lib import dataset, features, pretrained
-
-FOLDS = 5
 
 
 @dataclass(frozen=True)
@@ -32,23 +28,13 @@ class Audit:
     features_computed: int  # the rest came from the cache
 
 
-def out_of_fold(values: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray | None:
-    """(N, classes) probabilities, each from a head fitted without that image; None when a class has
-    fewer than two images (no fold could hold it out and still learn it)."""
-    smallest = min(Counter(labels.tolist()).values(), default=0)
-    if len(set(labels.tolist())) < 2 or smallest < 2:
-        return None
-    folds = StratifiedKFold(n_splits=min(FOLDS, smallest), shuffle=True, random_state=seed)
-    return cross_val_predict(pretrained.head(seed), values, labels, cv=folds, method="predict_proba")
-
-
 def audit(store: ObjectStore, examples: Sequence[dataset.Example], seed: int) -> Audit:
     """Every example's label judged against the others'; the suspects ranked by self-confidence (the
     out-of-fold probability of the label it has), lowest first."""
     classes = pretrained.PREPROCESSING.classes
     got = features.features(store, examples)
     labels = np.array([classes.index(e.label) for e in examples])
-    probabilities = out_of_fold(got.values, labels, seed)
+    probabilities = pretrained.out_of_fold(got.values, labels, seed)
     if probabilities is None:
         return Audit([], len(examples), got.computed)
     ranked = find_label_issues(labels, probabilities, return_indices_ranked_by="self_confidence", n_jobs=1)

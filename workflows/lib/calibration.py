@@ -1,4 +1,4 @@
-"""Calibrated confidence: temperature scaling (Guo et al., 2017) fitted on the validation split, and the
+"""Calibrated confidence: temperature scaling (Guo et al., 2017) fitted on held-out logits, and the
 expected calibration error that says whether a confidence of 0.9 is right about nine times in ten.
 
 The temperature divides the logits inside the exported ONNX graph, so predict needs nothing new: the

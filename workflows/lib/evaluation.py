@@ -1,10 +1,11 @@
 """Classification metrics on a frozen split, computed from the served (ONNX) model's probabilities.
 
-The headline is accuracy on the whole frozen test split, which the quality gate reads. Beside it: balanced
-accuracy, per-class precision / recall / F1, the confusion matrix (as `test_confusion_<true>_as_<predicted>`
-counts, so that it travels with the metrics into the champion's metadata), the expected calibration error
-of the served confidence and of the uncalibrated one, and accuracy on the test images the label audit did
-not flag, a separate figure that never replaces the headline.
+The headline is accuracy on the whole frozen test split, which the quality gate reads. Beside it:
+balanced accuracy, per-class precision / recall / F1, the confusion matrix (as
+`test_confusion_<true>_as_<predicted>` counts, so that it travels with the metrics into the champion's
+metadata), the expected calibration error and the log loss of the served confidence and of the
+uncalibrated one, and accuracy on the test images the label audit did not flag, a separate figure that
+never replaces the headline.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sklearn.metrics import (
     accuracy_score,
     balanced_accuracy_score,
     confusion_matrix,
+    log_loss,
     precision_recall_fscore_support,
 )
 
@@ -75,6 +77,11 @@ def report(
         "test_balanced_accuracy": float(balanced_accuracy_score(labels, predictions)) if len(labels) else 0.0,
         "test_ece": expected_calibration_error(probabilities, labels),
         "test_ece_uncalibrated": expected_calibration_error(uncalibrated, labels),
+        # The negative log-likelihood: a proper score, steadier than ECE's bins on a few dozen images.
+        "test_log_loss": float(log_loss(labels, probabilities, labels=indices)) if len(labels) else 0.0,
+        "test_log_loss_uncalibrated": float(log_loss(labels, uncalibrated, labels=indices))
+        if len(labels)
+        else 0.0,
         "test_images": float(len(labels)),
         "test_images_unflagged": float(unflagged.sum()),
         "test_accuracy_unflagged": float((predictions == labels)[unflagged].mean())

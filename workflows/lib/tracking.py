@@ -138,7 +138,13 @@ def train_run(
 
         fitted = fit(backbone, config, store, examples, log_epoch)
         mlflow.log_params({f"prep_{k}": v for k, v in fitted.prep.to_dict().items()})
-        mlflow.log_params({"num_parameters": fitted.num_parameters, "temperature": fitted.temperature})
+        mlflow.log_params(
+            {
+                "num_parameters": fitted.num_parameters,
+                "temperature": fitted.temperature,
+                "calibrated_on": fitted.calibrated_on,
+            }
+        )
         mlflow.log_metrics(fitted.metrics)
         mlflow.pytorch.log_state_dict(fitted.weights, "pytorch")
         mlflow.log_dict(fitted.prep.to_dict(), "preprocessing.json")

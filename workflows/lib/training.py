@@ -3,8 +3,8 @@
 `efficientnet-lite0` (the default): the pretrained trunk stays frozen and a logistic-regression head is
 fitted on its cached features (`workflows.lib.pretrained`, `workflows.lib.features`). `scratch`: a compact
 CNN trained end to end, its images going through `functions.lib.preprocessing` exactly as serving feeds
-them, with random augmentation in place of the centre crop. Either way a temperature fitted on the
-validation split divides the logits inside the exported graph (`workflows.lib.calibration`).
+them, with random augmentation in place of the centre crop. Either way a temperature fitted on held-out
+logits (see `fit`) divides the logits inside the exported graph (`workflows.lib.calibration`).
 """
 
 from __future__ import annotations
@@ -219,16 +219,24 @@ class Fitted:
     prep: Preprocessing
     num_parameters: int
     temperature: float
-    metrics: dict[str, float]  # validation accuracy and calibration error before and after; feature cache use
+    calibrated_on: str  # the held-out logits the temperature was fitted on
+    metrics: dict[str, float]  # the calibration's accuracy and error before and after it; the cache's use
     weights: dict[str, torch.Tensor]  # what MLflow keeps: the whole state dict, or the head's
 
 
 def _calibrate(logits: np.ndarray, labels: np.ndarray) -> tuple[float, dict[str, float]]:
+    """The temperature fitted on held-out logits, and their accuracy and calibration error before and
+    after it."""
     temperature = calibration.fit_temperature(logits, labels)
     before = calibration.expected_calibration_error(calibration.calibrated(logits, 1.0), labels)
     after = calibration.expected_calibration_error(calibration.calibrated(logits, temperature), labels)
     accuracy = float((logits.argmax(axis=1) == labels).mean()) if len(labels) else 0.0
-    return temperature, {"val_accuracy": accuracy, "val_ece_uncalibrated": before, "val_ece": after}
+    return temperature, {
+        "calibration_accuracy": accuracy,
+        "calibration_ece_before": before,
+        "calibration_ece_after": after,
+        "calibration_images": float(len(labels)),
+    }
 
 
 def fit(
@@ -238,7 +246,11 @@ def fit(
     examples: Sequence[dataset.Example],
     on_epoch: Callable[[int, dict[str, float]], None],
 ) -> Fitted:
-    """Train on the examples' train split, calibrate on their validation split, export."""
+    """Train, calibrate and export; the test split is never touched. The scratch CNN trains on the train
+    split, watched and calibrated on the validation split. The pretrained backbone's head needs no
+    watching: it is fitted on the train and validation splits together, and calibrated on out-of-fold
+    logits of the same images, because a validation split of some forty photos that the head classifies
+    without an error drives the fitted temperature to its bound (confidence near 1 for everything)."""
     train_set, val_set = dataset.split(list(examples), "train"), dataset.split(list(examples), "val")
     if backbone == "scratch":
         prep = Preprocessing()
@@ -253,24 +265,26 @@ def fit(
                 logits = model(torch.from_numpy(batch)).numpy()
         temperature, metrics = _calibrate(logits, np.asarray(val_labels))
         exported = export_onnx(Scaled(model, temperature), prep)
-        return Fitted(exported, prep, parameter_count(model), temperature, metrics, model.state_dict())
+        return Fitted(
+            exported, prep, parameter_count(model), temperature, "validation", metrics, model.state_dict()
+        )
     prep = pretrained.PREPROCESSING
-    train_features, val_features = features.features(store, train_set), features.features(store, val_set)
-    train_x, val_x = train_features.values, val_features.values
-    train_y = np.array([prep.classes.index(e.label) for e in train_set])
-    val_y = np.array([prep.classes.index(e.label) for e in val_set])
-    weight, bias = pretrained.fit_head(train_x, train_y, len(prep.classes), config.seed)
-    on_epoch(0, {"train_accuracy": float(((train_x @ weight.T + bias).argmax(1) == train_y).mean())})
-    temperature, metrics = _calibrate(val_x @ weight.T + bias, val_y)
-    metrics |= {
-        "features_computed": train_features.computed + val_features.computed,
-        "features_cached": train_features.cached + val_features.cached,
-    }
+    fit_set = train_set + val_set
+    got = features.features(store, fit_set)
+    labels = np.array([prep.classes.index(e.label) for e in fit_set])
+    weight, bias = pretrained.fit_head(got.values, labels, len(prep.classes), config.seed)
+    on_epoch(0, {"train_accuracy": float(((got.values @ weight.T + bias).argmax(1) == labels).mean())})
+    held_out = pretrained.out_of_fold(got.values, labels, config.seed)
+    if held_out is None:  # too few images of a class to hold any out: no calibration
+        held_out, labels = np.zeros((0, len(prep.classes))), np.zeros(0, dtype=int)
+    # Log-probabilities are logits up to a per-row constant, which a softmax ignores.
+    temperature, metrics = _calibrate(np.log(np.clip(held_out, 1e-12, 1.0)), labels)
+    metrics |= {"features_computed": got.computed, "features_cached": got.cached}
     classifier = pretrained.Classifier(weight / temperature, bias / temperature)
     head = {name: tensor for name, tensor in classifier.state_dict().items() if name.startswith("head.")}
-    return Fitted(
-        export_onnx(classifier, prep), prep, parameter_count(classifier), temperature, metrics, head
-    )
+    exported = export_onnx(classifier, prep)
+    calibrated_on = f"train+validation, {pretrained.FOLDS}-fold out-of-fold"
+    return Fitted(exported, prep, parameter_count(classifier), temperature, calibrated_on, metrics, head)
 
 
 def export_onnx(model: nn.Module, prep: Preprocessing) -> bytes:
