@@ -36,7 +36,13 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+# The browser tests drive Debian's Chromium: Playwright's own browser download cannot work offline.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(CHROMIUM):
+	$(SUDO) apt-get install -y -q chromium || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
+
+test: lint $(CHROMIUM)
 	$(BIN)/pytest
 
 # Unit tests only: no services, a few seconds.
@@ -77,4 +83,4 @@ loadtest: install
 		--users $(LOADTEST_USERS) --spawn-rate $(LOADTEST_USERS) --run-time $(LOADTEST_TIME) --only-summary
 
 clean:
-	rm -rf $(VENV) .dandelion .pytest_cache .ruff_cache
+	rm -rf $(VENV) .dandelion .pytest_cache .ruff_cache test-output

@@ -37,6 +37,10 @@ class Settings:
     labels_url: str
     retrain_webhook: str
     admin_token: str | None = None  # unset: the admin routes refuse everything
+    # Where the web app reads the registry (MLflow's own variable) and what it links to, when set.
+    mlflow_url: str | None = None
+    argo_url: str | None = None
+    grafana_url: str | None = None
     backbone: str = "efficientnet-lite0"  # what training starts from: a pretrained network, or scratch
     retrain_min_new_labels: int = 10
     outbox_retry_seconds: float = 30.0
@@ -70,6 +74,9 @@ class Settings:
             retrain_webhook=env.get("DANDELION_RETRAIN_WEBHOOK")
             or f"http://127.0.0.1:{DEFAULT_PORTS['retrain-webhook']}/retrain",
             admin_token=env.get("DANDELION_ADMIN_TOKEN") or None,
+            mlflow_url=env.get("MLFLOW_TRACKING_URI") or None,
+            argo_url=env.get("DANDELION_ARGO_URL") or None,
+            grafana_url=env.get("DANDELION_GRAFANA_URL") or None,
             backbone=_choice(env, "DANDELION_BACKBONE", BACKBONES, cls.backbone),
             retrain_min_new_labels=_positive_int(
                 env, "DANDELION_RETRAIN_MIN_NEW_LABELS", cls.retrain_min_new_labels

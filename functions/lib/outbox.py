@@ -33,7 +33,6 @@ from sqlalchemy import (
 from sqlalchemy.exc import OperationalError
 
 from functions.lib import catalog
-from functions.lib.catalog import unavailable_on_outage
 
 SOURCE = "dandelion/validate-label"
 CLAIM_SECONDS = 60  # a poster that dies holding a claim blocks the event this long, no longer
@@ -126,9 +125,8 @@ def _deliver(engine: Engine, url: str, delivered: list[int]) -> None:
         _update(engine, event_id, true(), **done)
 
 
-def undelivered(engine: Engine) -> list[dict[str, Any]]:
-    """Events still waiting, oldest first, with their attempts and last error."""
-    query = select(outbox.c.id, outbox.c.event_type, outbox.c.attempts, outbox.c.last_error)
-    with unavailable_on_outage("catalog"), engine.connect() as connection:
-        rows = connection.execute(query.where(outbox.c.sent_at.is_(None)).order_by(outbox.c.id)).mappings()
-        return [dict(row) for row in rows]
+def recent(connection: Connection, limit: int) -> list[dict[str, Any]]:
+    """The newest events, delivered or not, with when they were sent, their attempts and last error."""
+    columns = (outbox.c.id, outbox.c.event_type, outbox.c.created_at, outbox.c.sent_at, outbox.c.attempts)
+    query = select(*columns, outbox.c.last_error).order_by(outbox.c.id.desc()).limit(limit)
+    return [dict(row) for row in connection.execute(query).mappings()]

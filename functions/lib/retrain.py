@@ -6,6 +6,8 @@ in any number of instances, count one after another and announce each batch exac
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Column, Connection, Engine, Integer, MetaData, Table, select, update
 
 from functions.lib import outbox
@@ -41,6 +43,21 @@ def label_accepted(connection: Connection, threshold: int) -> bool:
     connection.execute(update(retrain_state).where(_state.id == STATE_ROW).values(batches_announced=batch))
     outbox.enqueue(connection, LABELS_EVENT, {"accepted_since_training": accepted, "threshold": threshold})
     return True
+
+
+def status(engine: Engine, threshold: int, events: int = 20) -> dict[str, Any]:
+    """New labels since the last training, how many more start the next retraining, and the newest
+    retrain events posted (read together, in one transaction)."""
+    with unavailable_on_outage("catalog"), engine.begin() as connection:
+        accepted, announced = connection.execute(
+            select(_state.accepted_since_training, _state.batches_announced).where(_state.id == STATE_ROW)
+        ).one()
+        return {
+            "new_labels": accepted,
+            "threshold": threshold,
+            "remaining": max(0, (announced + 1) * threshold - accepted),
+            "events": outbox.recent(connection, events),
+        }
 
 
 def accepted_since_training(connection: Connection) -> int:

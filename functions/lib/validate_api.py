@@ -18,7 +18,7 @@ import flask
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
-from functions.lib import openapi
+from functions.lib import openapi, retrain
 from functions.lib.api import Route, json_response, metrics, read_body, read_event
 from functions.lib.errors import BadRequest, DandelionError, Forbidden, Unauthorized
 from functions.lib.submissions import Labeller, Submission
@@ -154,6 +154,10 @@ def routes(labeller: Callable[[], Labeller]) -> list[Route]:
             raise BadRequest("field 'label' must be a string")
         return json_response(built.decide(submission_id, decision, label))
 
+    def retraining(request: flask.Request) -> flask.Response:
+        built = admin(request)
+        return json_response(retrain.status(built.engine, built.settings.retrain_min_new_labels))
+
     def health(_request: flask.Request) -> flask.Response:
         started()
         return json_response({"status": "healthy"})
@@ -164,6 +168,7 @@ def routes(labeller: Callable[[], Labeller]) -> list[Route]:
         Route("/submissions/<int:submission_id>", show),
         Route("/submissions/<int:submission_id>", decide, ("POST",)),
         Route("/submissions/<int:submission_id>/image", image),
+        Route("/retrain", retraining),
         Route("/health", health),
         Route("/metrics", metrics),
         openapi.route("validate_label"),

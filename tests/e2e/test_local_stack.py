@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from gradio_client import Client
 
 from functions.lib import catalog, retrain
 from functions.lib.config import Settings
@@ -43,7 +44,7 @@ def test_local_stack_trains_serves_retrains_on_new_labels_and_stops_everything(
     monkeypatch.setenv("DANDELION_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("DANDELION_ADMIN_TOKEN", TOKEN)
     monkeypatch.setenv("DANDELION_RETRAIN_MIN_NEW_LABELS", str(NEW_LABELS))
-    parts = ("predict", "ingest-one-url", "validate-label", "mlflow", "retrain-webhook")
+    parts = ("predict", "ingest-one-url", "validate-label", "web", "mlflow", "retrain-webhook")
     ports = {part: free_port() for part in parts}
     lines: list[str] = []
     images = [(DATASET / "grass" / f"{n:08d}.jpg").read_bytes() for n in (3, 5, 8)]
@@ -54,6 +55,8 @@ def test_local_stack_trains_serves_retrains_on_new_labels_and_stops_everything(
         assert answer.status_code == 200 and answer.json()["model_version"] == "1"
         assert requests.get(f"{urls['mlflow']}/health", timeout=5).status_code == 200
         assert os.environ["MLFLOW_TRACKING_URI"] == urls["mlflow"]
+        champion, _plot, _links = Client(urls["web"], verbose=False).predict(api_name="/model")
+        assert champion.startswith("### Model 1 serves\nTrained ")  # the page reads predict and MLflow
 
         # People correct the model; an admin accepts; the third accept starts a training.
         admin = {"Authorization": f"Bearer {TOKEN}"}
@@ -96,6 +99,7 @@ def test_local_stack_trains_serves_retrains_on_new_labels_and_stops_everything(
         "how": f"local predict function at {urls['predict']}/model/reload now serves model 1",
     }
     assert f"validate-label: {urls['validate-label']}/submissions  (admin token: {TOKEN})" in lines
+    assert f"web: {urls['web']}/  (the page: classify, correct, review, the model)" in lines
     for url in (*urls.values(), mirror):
         with pytest.raises(requests.ConnectionError):
             requests.get(url, timeout=5)

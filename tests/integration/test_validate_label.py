@@ -284,7 +284,12 @@ def test_every_bad_submission_is_a_4xx_and_stores_nothing(labels, name: str) -> 
 )
 def test_admin_routes_need_the_token(labels, headers: dict, status: int, error: str | None) -> None:
     labels.submit(GRASS, "grass")
-    for method, path in (("GET", "/submissions"), ("GET", "/submissions/1"), ("GET", "/submissions/1/image")):
+    for method, path in (
+        ("GET", "/submissions"),
+        ("GET", "/submissions/1"),
+        ("GET", "/submissions/1/image"),
+        ("GET", "/retrain"),
+    ):
         answer = requests.request(method, f"{labels.url}{path}", headers=headers, timeout=30)
         assert answer.status_code == status
         if error:
@@ -375,6 +380,11 @@ def test_accept_relabel_reject_and_deciding_twice(tmp_path, receiver, backend) -
         assert 'dandelion_reviewed_predictions_total{model_version="7"} 2.0' in metrics
         assert 'dandelion_corrected_predictions_total{model_version="7"} 1.0' in metrics
         assert "dandelion_pending_submissions 0.0" in metrics
+        status = requests.get(f"{service.url}/retrain", headers=ADMIN, timeout=30)
+        assert (status.status_code, status.json()) == (
+            200,
+            {"new_labels": 2, "threshold": THRESHOLD, "remaining": 1, "events": []},
+        )
     finally:
         service.stop()
 
@@ -420,6 +430,12 @@ def test_the_threshold_event_is_posted_once_per_batch_under_concurrent_accepts(
         assert [e["type"] for e in receiver.events] == [retrain.LABELS_EVENT] * 2
         assert sorted(e.data["accepted_since_training"] for e in receiver.events) == [3, 6]
         assert len({e["id"] for e in receiver.events}) == 2
+        status = requests.get(f"{urls[1]}/retrain", headers=ADMIN, timeout=30).json()
+        assert (status["new_labels"], status["remaining"]) == (8, 1)
+        assert [(e["event_type"], e["attempts"], e["last_error"]) for e in status["events"]] == [
+            (retrain.LABELS_EVENT, 1, None)
+        ] * 2
+        assert all(e["sent_at"] for e in status["events"])
     finally:
         service.stop()
 

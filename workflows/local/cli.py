@@ -13,7 +13,7 @@ from pathlib import Path
 
 from functions.lib.config import DEFAULT_PORTS, Settings
 from workflows import defaults
-from workflows.local.processes import FUNCTION_TARGETS, disable_mlflow_telemetry
+from workflows.local.processes import SERVED, disable_mlflow_telemetry
 
 PLATFORM_DIR = Path("platform")
 
@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_up)
 
     serve = commands.add_parser("serve", help="run one part in the foreground on $PORT (or its default port)")
-    serve.add_argument("part", choices=sorted(FUNCTION_TARGETS))
+    serve.add_argument("part", choices=sorted(SERVED))
     serve.set_defaults(func=cmd_serve)
 
     seed = commands.add_parser("seed", help="insert the 400 canonical rows into plants_data (idempotent)")

@@ -29,6 +29,10 @@ FUNCTION_TARGETS = {
 }
 
 
+WEB = "web"  # the Gradio app, served like the functions
+SERVED = (*FUNCTION_TARGETS, WEB)
+
+
 def disable_mlflow_telemetry() -> None:
     """Call before mlflow is imported. At import, MLflow's telemetry fetches its config from the internet
     in a background thread and, when that fails (these machines have no internet), removes a variable
@@ -43,7 +47,10 @@ def free_port() -> int:
 
 
 def function_command(part: str, host: str, port: int) -> list[str]:
-    """The functions-framework command line that serves `part`, as the container image runs it."""
+    """The command line that serves `part`, as its container image runs it: functions-framework for a
+    function, `python -m web` for the web app."""
+    if part == WEB:
+        return [sys.executable, "-m", "web", "--host", host, "--port", str(port)]
     target = FUNCTION_TARGETS[part]
     spec = importlib.util.find_spec(f"functions.{target}")  # the module's file, without importing it
     if spec is None or spec.origin is None:

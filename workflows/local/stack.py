@@ -18,7 +18,8 @@ from functions.lib.config import DEFAULT_PORTS, Settings
 from functions.lib.layout import read_champion
 from functions.lib.store import open_store
 from workflows.local.processes import (
-    FUNCTION_TARGETS,
+    SERVED,
+    WEB,
     serve_directory,
     start_function,
     start_mlflow,
@@ -69,9 +70,7 @@ def local_stack(
 ) -> Iterator[dict[str, str]]:
     """Everything `make up` starts, ready to serve; yields the URLs by part. `mirror` is a folder served
     over loopback in place of the canonical source URLs (these machines have no internet)."""
-    urls = {
-        part: f"http://127.0.0.1:{ports[part]}" for part in (*FUNCTION_TARGETS, "mlflow", "retrain-webhook")
-    }
+    urls = {part: f"http://127.0.0.1:{ports[part]}" for part in (*SERVED, "mlflow", "retrain-webhook")}
     env = {
         "DANDELION_INGEST_URL": f"{urls['ingest-one-url']}/",
         "DANDELION_PREDICT_URL": urls["predict"],
@@ -106,7 +105,7 @@ def local_stack(
 
         webhook = stack.enter_context(RetrainWebhook(ports["retrain-webhook"], retrain).start())
         stack.callback(webhook.shutdown)
-        started = {part: start_function(part, ports[part]) for part in FUNCTION_TARGETS}
+        started = {part: start_function(part, ports[part]) for part in SERVED}
         for process in started.values():
             stack.callback(stop, process)
         wait_healthy(f"{urls['ingest-one-url']}/health", started["ingest-one-url"])
@@ -129,5 +128,7 @@ def local_stack(
         report(f"validate-label: {urls['validate-label']}/submissions  (admin token: {token})")
         wait_healthy(f"{urls['predict']}/health", started["predict"])  # 503 until it has a model
         report(f"predict: {urls['predict']}/predict  (curl -F file=@image.jpg {urls['predict']}/predict)")
+        wait_healthy(urls[WEB], started[WEB], timeout=120)
+        report(f"web: {urls[WEB]}/  (the page: classify, correct, review, the model)")
         report(f"catalog: {settings.db_url}  store: {settings.store_url}")
         yield urls
