@@ -42,11 +42,17 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 $(CHROMIUM):
 	$(SUDO) apt-get install -y -q chromium || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
 
-test: lint $(CHROMIUM)
+# promtool and amtool check the Prometheus rules and configs; `make up` runs both servers when present.
+PROMTOOL := /usr/bin/promtool
+$(PROMTOOL):
+	$(SUDO) apt-get install -y -q --no-install-recommends prometheus prometheus-alertmanager || \
+		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends prometheus prometheus-alertmanager; }
+
+test: lint $(CHROMIUM) $(PROMTOOL)
 	$(BIN)/pytest
 
 # Unit tests only: no services, a few seconds.
-test-fast: install
+test-fast: install $(PROMTOOL)
 	$(BIN)/pytest tests/unit
 
 format: install

@@ -197,6 +197,7 @@ def source() -> Iterator[str]:
     SourceHandler.fixtures = {
         "/hostile/page.jpg": ("image/jpeg", b"<!doctype html><html><body>Not found</body></html>"),
         "/hostile/truncated.jpg": ("image/jpeg", real[: len(real) // 2]),
+        # A real header cut short by garbage: Pillow (12.3) cannot even read what image it is.
         "/hostile/corrupt.jpg": ("image/jpeg", real[:200] + bytes(range(256)) * 40),
         "/hostile/bomb.png": ("image/png", bomb_png()),
         "/hostile/picture.png": ("image/png", png.getvalue()),
@@ -219,10 +220,13 @@ DOCUMENTED: dict[str, str] = {}
 class FunctionProcess:
     """A function served by functions-framework, as in its container; `ready` is the path polled for 200."""
 
-    def __init__(self, part: str, env: dict[str, str], ready: str = "/health") -> None:
+    def __init__(
+        self, part: str, env: dict[str, str], ready: str = "/health", log: Path | None = None
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process = start_function(part, self.port, env)
+        self.log = log  # where its output goes; the terminal when None
+        self.process = start_function(part, self.port, env, log)
         DOCUMENTED[self.url] = FUNCTION_TARGETS[part]
         wait_healthy(f"{self.url}{ready}", self.process)
 

@@ -5,11 +5,13 @@ person can act on (what failed, and the function's own explanation), never a tra
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import requests
 
+from functions.lib.api import REQUEST_ID_HEADER
 from functions.lib.layout import MODEL_NAME
 
 TIMEOUT = (3.05, 30.0)  # connect, read: a function that is down or stuck answers in seconds, not never
@@ -38,9 +40,14 @@ class Service:
     name: str
     url: str
 
-    def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+    def call(
+        self, method: str, path: str, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> requests.Response:
+        """One request, with an id of its own that the function logs it under."""
+        headers = {REQUEST_ID_HEADER: f"web-{uuid.uuid4().hex}", **(headers or {})}
+        url = f"{self.url.rstrip('/')}{path}"
         try:
-            response = requests.request(method, f"{self.url.rstrip('/')}{path}", timeout=TIMEOUT, **kwargs)
+            response = requests.request(method, url, headers=headers, timeout=TIMEOUT, **kwargs)
         except requests.ConnectionError:
             raise WebError(f"{self.name} is not reachable at {self.url}: is it running?") from None
         except requests.Timeout:

@@ -4,6 +4,8 @@ per row with bounded parallelism, summarise, fail if too many failed.
 Steps hand each other named output parameters, which Hera's runner writes to files and Argo reads from
 there (`Annotated[..., Parameter(name=...)]`), never stdout. Each row's outcome is three parameters;
 Argo aggregates a fan-out's parameters into a JSON list of {name: value} maps, which `summarise` reads.
+`summarise` writes the counts again as scalar parameters, which its metric reads (an Argo metric cannot
+look inside the JSON `summary`).
 No `from __future__ import annotations` here: Hera reads the step signatures at render time.
 """
 
@@ -15,8 +17,10 @@ from hera.workflows.models import Backoff, IntOrString
 from functions.lib import catalog
 from functions.lib.config import Settings
 from workflows import defaults
-from workflows.argo import inputs, output, step, workflow_template
+from workflows.argo import inputs, output, step, step_gauge, workflow_template
 from workflows.lib import extraction
+
+OUTCOMES = ("ingested", "unchanged", "failed")
 
 
 @step()
@@ -42,12 +46,29 @@ def ingest_row(
     return outcome.url, outcome.outcome, outcome.error
 
 
-@step()
+@step(
+    metrics=[
+        step_gauge(
+            "dandelion_extraction_images",
+            "Rows the last extract-images run settled, by outcome",
+            f"{{{{outputs.parameters.{outcome}}}}}",
+            {"outcome": outcome},
+        )
+        for outcome in OUTCOMES
+    ]
+)
 def summarise(
     results: list[dict[str, str]], max_failed_fraction: float = defaults.MAX_FAILED_FRACTION
-) -> Annotated[dict[str, Any], Parameter(name="summary")]:
-    """Counts of ingested, unchanged and failed rows; fails past `max_failed_fraction`."""
-    return extraction.summarise(results, max_failed_fraction)
+) -> tuple[
+    Annotated[dict[str, Any], Parameter(name="summary")],
+    Annotated[int, Parameter(name="ingested")],
+    Annotated[int, Parameter(name="unchanged")],
+    Annotated[int, Parameter(name="failed")],
+]:
+    """Counts of ingested, unchanged and failed rows, as the summary and one by one; fails past
+    `max_failed_fraction`."""
+    summary = extraction.summarise(results, max_failed_fraction)
+    return summary, summary["ingested"], summary["unchanged"], summary["failed"]
 
 
 def build() -> WorkflowTemplate:

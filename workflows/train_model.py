@@ -7,6 +7,8 @@ stdout when a run ends). Each step is a few lines over the library:
 `workflows.lib.dataset` (the snapshot), `tracking` (MLflow: the training run, loading, the registry),
 `audit` (the label audit), `evaluation`, `promotion` (the gate and publishing) and `rollout`. MLflow and
 torch are imported inside the steps that use them, so that rendering the YAML needs neither.
+Evaluation and promotion also write the figure their metric reports (the test accuracy, promoted or
+rejected) as a scalar parameter of its own: an Argo metric cannot look inside a JSON parameter.
 No `from __future__ import annotations` here: Hera reads the step signatures at render time.
 """
 
@@ -19,7 +21,7 @@ from functions.lib.catalog import open_catalog
 from functions.lib.config import Settings
 from functions.lib.store import ObjectStore, open_store
 from workflows import defaults
-from workflows.argo import inputs, output, step, workflow_template
+from workflows.argo import inputs, output, step, step_counter, step_gauge, workflow_template
 from workflows.lib import dataset, rollout
 
 # Each step's output: the result so far, as the named parameter the next step reads.
@@ -31,6 +33,8 @@ Registered = Annotated[dict[str, Any], Parameter(name="registered")]
 Promoted = Annotated[dict[str, Any], Parameter(name="promoted")]
 RolledOut = Annotated[dict[str, Any], Parameter(name="rollout")]
 LabelsLeft = Annotated[dict[str, Any], Parameter(name="labels")]
+TestAccuracy = Annotated[float, Parameter(name="test-accuracy")]
+PromotionOutcome = Annotated[str, Parameter(name="outcome")]  # promoted or rejected
 
 
 def _store() -> ObjectStore:
@@ -71,8 +75,16 @@ def audit_labels(trained: dict[str, Any], seed: int = defaults.SEED) -> Audited:
     return trained | {"suspects": len(result.suspects), "queued": queued}
 
 
-@step()
-def evaluate_model(audited: dict[str, Any]) -> Evaluated:
+@step(
+    metrics=[
+        step_gauge(
+            "dandelion_training_test_accuracy",
+            "Test accuracy of the last trained candidate, on its frozen test split",
+            "{{outputs.parameters.test-accuracy}}",
+        )
+    ]
+)
+def evaluate_model(audited: dict[str, Any]) -> tuple[Evaluated, TestAccuracy]:
     """Test metrics of the exported ONNX model (what will serve) on the frozen test split, to MLflow;
     beside the headline, accuracy on the test images the audit did not flag."""
     from workflows.lib import tracking
@@ -82,7 +94,7 @@ def evaluate_model(audited: dict[str, Any]) -> Evaluated:
     flagged = tracking.flagged(audited["run_id"])
     report = evaluate(onnx_bytes, prep, _store(), audited["dataset_version"], flagged, audited["temperature"])
     tracking.log_evaluation(audited["run_id"], report)
-    return audited | {"metrics": report.metrics}
+    return audited | {"metrics": report.metrics}, report.metrics["test_accuracy"]
 
 
 @step()
@@ -93,8 +105,18 @@ def register_model(evaluated: dict[str, Any]) -> Registered:
     return evaluated | {"version": tracking.register(evaluated["model_uri"], evaluated["dataset_version"])}
 
 
-@step()
-def promote_model(registered: dict[str, Any], min_accuracy: float = defaults.MIN_ACCURACY) -> Promoted:
+@step(
+    metrics=[
+        step_counter(
+            "dandelion_promotions_total",
+            "Candidates the quality gate judged, by outcome (promoted or rejected)",
+            {"outcome": "{{outputs.parameters.outcome}}"},
+        )
+    ]
+)
+def promote_model(
+    registered: dict[str, Any], min_accuracy: float = defaults.MIN_ACCURACY
+) -> tuple[Promoted, PromotionOutcome]:
     """The gate: at least `min_accuracy`, and not below the champion re-evaluated on the same test split.
     A promoted version gets the registry's alias first; the pointer predict reads follows the alias."""
     from workflows.lib import promotion, tracking
@@ -105,7 +127,7 @@ def promote_model(registered: dict[str, Any], min_accuracy: float = defaults.MIN
     tracking.record_promotion(candidate.version, decision)
     if decision["promoted"]:
         promotion.publish_champion(store)
-    return registered | decision
+    return registered | decision, "promoted" if decision["promoted"] else "rejected"
 
 
 @step()

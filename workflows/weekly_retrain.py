@@ -1,11 +1,13 @@
 """`weekly-retrain` (CronWorkflow): extraction then training, once a week, through the `extract` and
-`train` templates of the two WorkflowTemplates (`templateRef`), so the steps are defined only there."""
+`train` templates of the two WorkflowTemplates (`templateRef`), so the steps are defined only there.
+Its runs are workflows of their own: they report the workflow metrics under `weekly-retrain` (the
+WorkflowTemplates' workflow-level metrics do not come with a `templateRef`; their steps' metrics do)."""
 
 from hera.workflows import DAG, CronWorkflow, Task
 from hera.workflows.models import TemplateRef
 
 from workflows import defaults
-from workflows.argo import arguments, inputs, output, pass_inputs
+from workflows.argo import arguments, inputs, output, pass_inputs, workflow_metrics
 
 
 def build() -> CronWorkflow:
@@ -21,6 +23,7 @@ def build() -> CronWorkflow:
             entrypoint="retrain",
             service_account_name=defaults.SERVICE_ACCOUNT,
             arguments=arguments(parameters),
+            metrics=workflow_metrics("weekly-retrain"),
         ) as cron,
         DAG(
             name="retrain",

@@ -3,11 +3,14 @@ request bodies and events, JSON logs and request metrics."""
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 import logging
+import re
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +42,18 @@ LATENCY = Histogram(
 
 log = logging.getLogger("dandelion")
 
+# The request id: taken from the caller's `X-Request-ID` when it is a sane token (the web app and the
+# workflows send one, so one id follows a request across functions), else made here; every log line of
+# the request carries it, and the answer returns it.
+REQUEST_ID_HEADER = "X-Request-ID"
+_SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+
+def incoming_request_id(given: str) -> str:
+    return given if _SANE_ID.fullmatch(given) else uuid.uuid4().hex
+
+
 T = TypeVar("T")
 
 
@@ -57,6 +72,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            **({"request_id": request_id.get()} if request_id.get() else {}),
             **getattr(record, "fields", {}),
         }
         if record.exc_info:
@@ -173,9 +189,18 @@ class HttpApi:
     def handle(self, request: flask.Request) -> flask.Response:
         """Answer one request: what the functions-framework target calls."""
         configure_logging()
-        started = time.perf_counter()
-        route, response = self._answer(request)
-        elapsed = time.perf_counter() - started
+        token = request_id.set(incoming_request_id(request.headers.get(REQUEST_ID_HEADER, "")))
+        try:
+            started = time.perf_counter()
+            route, response = self._answer(request)
+            elapsed = time.perf_counter() - started
+            response.headers[REQUEST_ID_HEADER] = request_id.get()
+            self._record(request, route, response, elapsed)
+        finally:
+            request_id.reset(token)
+        return response
+
+    def _record(self, request: flask.Request, route: str, response: flask.Response, elapsed: float) -> None:
         method = request.method if request.method in KNOWN_METHODS else "other"
         LATENCY.labels(self.function, route).observe(elapsed)
         REQUESTS.labels(self.function, route, method, str(response.status_code)).inc()
@@ -191,7 +216,6 @@ class HttpApi:
                 }
             },
         )
-        return response
 
 
 def metrics(_request: flask.Request) -> flask.Response:

@@ -20,6 +20,9 @@ DEFAULT_PORTS = {
     "web": 7860,
     "mlflow": 5000,
     "retrain-webhook": 12000,  # as Argo Events' webhook EventSource listens in the cluster
+    "prometheus": 9090,
+    "alertmanager": 9093,
+    "workflow-metrics": 9102,  # the local runner's workflow metrics (Argo's controller in the cluster)
 }
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from prometheus_client import Counter, Histogram, Info
+from prometheus_client import Counter, Gauge, Histogram, Info
 
 from functions.lib.config import Settings
 from functions.lib.errors import NotFound, Unavailable
@@ -53,6 +53,20 @@ COLD_STARTS = Counter("dandelion_cold_starts_total", "Processes that loaded thei
 # Info-style: one series, `dandelion_model_info{model_version="N"} 1`, replaced on a swap, so the old
 # version leaves no stale series behind.
 SERVING = Info("dandelion_model", "The model version this process serves")
+READY = Gauge("dandelion_model_ready", "1 once this process has a model to serve, else 0")
+# What the champion promised, beside what it does: its test metrics, and the class mix of the labelled
+# data it was measured on, which the predicted-class mix is compared with (a shift alert).
+TEST_METRICS = ("accuracy", "balanced_accuracy", "ece", "log_loss")
+TEST_METRIC = Gauge(
+    "dandelion_model_test_metric",
+    "The served model's metrics on its frozen test split",
+    ["model_version", "metric"],
+)
+EXPECTED_CLASS_RATIO = Gauge(
+    "dandelion_model_expected_class_ratio",
+    "Share of each class in the served model's labelled test data",
+    ["model_version", "predicted_class"],
+)
 
 log = logging.getLogger("dandelion")
 
@@ -116,6 +130,21 @@ class ModelFiles:
         return LoadedModel(version, metadata, classifier, digest)
 
 
+def _export(model: LoadedModel) -> None:
+    """The metrics that describe the served model, replaced whole so a swap leaves no stale series."""
+    SERVING.info({"model_version": model.version})
+    metrics = model.metadata.get("metrics", {})
+    TEST_METRIC.clear()
+    for name in TEST_METRICS:
+        if f"test_{name}" in metrics:
+            TEST_METRIC.labels(model.version, name).set(metrics[f"test_{name}"])
+    EXPECTED_CLASS_RATIO.clear()
+    for name in model.classes:
+        if f"test_share_{name}" in metrics:
+            EXPECTED_CLASS_RATIO.labels(model.version, name).set(metrics[f"test_share_{name}"])
+    READY.set(1)
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -172,7 +201,7 @@ class ModelServer:
             LOAD_SECONDS.observe(time.perf_counter() - started)
             if current is None:
                 COLD_STARTS.inc()
-            SERVING.info({"model_version": version})
+            _export(model)
             log.info(
                 "model loaded",
                 extra={"fields": {"version": version, "previous": current and current.version}},

@@ -1,8 +1,10 @@
 """`make up`'s orchestration (`workflows.local.stack.local_stack`) on a fresh home: it starts its own MLflow
-server, the three functions and the retrain webhook, seeds, extracts all 400 images from a loopback
-mirror, trains (one epoch here) and serves the champion; accepting enough labels in validate-label then
-retrains through the webhook, on a snapshot that holds them; on the way out every process stops and the
-environment is restored."""
+server, the three functions, the web app, the retrain webhook, Prometheus and Alertmanager, seeds,
+extracts all 400 images from a loopback mirror, trains (one epoch here) and serves the champion. Then
+people correct the model: the real Prometheus sees the corrected-prediction ratio pass its threshold,
+fires the live-quality alert, the real Alertmanager posts it to the webhook, and train-model runs once
+on a snapshot that holds the corrections. Every dashboard panel and recording rule then returns data
+from that Prometheus. On the way out every process stops and the environment is restored."""
 
 import hashlib
 import json
@@ -12,13 +14,17 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from gradio_client import Client
 
 from functions.lib import catalog, retrain
 from functions.lib.config import Settings
 from functions.lib.layout import manifest_key
 from functions.lib.store import open_store
+from observability.grafana.dashboards import expressions
 from tests.support import DATASET
+from workflows import defaults
+from workflows.local.monitoring import CONFIGS
 from workflows.local.processes import free_port
 from workflows.local.stack import local_stack
 
@@ -26,7 +32,8 @@ pytestmark = pytest.mark.e2e
 
 CLEARED = ("MLFLOW_TRACKING_URI", "DANDELION_DB_URL", "DANDELION_STORE_URL", "DANDELION_SOURCE_MIRROR")
 TOKEN = "local-admin-token"
-NEW_LABELS = 3
+CORRECTED = 25  # reviewed predictions, all corrected: past the alert's 20 reviews and 20 %
+DASHBOARDS = Path(__file__).parents[2] / "observability" / "grafana" / "dashboards"
 
 
 def wait_for(condition, seconds: float) -> None:
@@ -36,55 +43,102 @@ def wait_for(condition, seconds: float) -> None:
         time.sleep(0.5)
 
 
-def test_local_stack_trains_serves_retrains_on_new_labels_and_stops_everything(
+def query(prometheus: str, expr: str) -> list[dict]:
+    """The instant vector Prometheus answers for `expr`; a query it cannot parse fails here."""
+    answer = requests.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=30)
+    assert answer.status_code == 200, (expr, answer.text)
+    return answer.json()["data"]["result"]
+
+
+def correct(urls: dict[str, str], image: bytes, name: str) -> str:
+    """Ask predict, then submit the other label with what the model said, and accept it as an admin."""
+    said = requests.post(f"{urls['predict']}/predict", files={"file": (name, image)}, timeout=30).json()
+    label = "grass" if said["predicted_class"] == "dandelion" else "dandelion"
+    sent = requests.post(
+        f"{urls['validate-label']}/submissions",
+        files={"file": (name, image)},
+        data={
+            "label": label,
+            **{k: str(said[k]) for k in ("predicted_class", "confidence", "model_version")},
+        },
+        timeout=30,
+    )
+    assert (sent.status_code, sent.json()["new"]) == (202, True)
+    decided = requests.post(
+        f"{urls['validate-label']}/submissions/{sent.json()['id']}",
+        json={"decision": "accept"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=30,
+    )
+    assert decided.status_code == 200
+    return label
+
+
+def test_local_stack_trains_serves_retrains_when_live_quality_drops_and_stops_everything(
     tmp_path: Path, monkeypatch
 ) -> None:
     for name in CLEARED:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DANDELION_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("DANDELION_ADMIN_TOKEN", TOKEN)
-    monkeypatch.setenv("DANDELION_RETRAIN_MIN_NEW_LABELS", str(NEW_LABELS))
+    monkeypatch.setenv("DANDELION_RETRAIN_MIN_NEW_LABELS", "1000")  # here the alert retrains, not the count
     parts = ("predict", "ingest-one-url", "validate-label", "web", "mlflow", "retrain-webhook")
+    parts += ("workflow-metrics", "prometheus", "alertmanager")
     ports = {part: free_port() for part in parts}
     lines: list[str] = []
-    images = [(DATASET / "grass" / f"{n:08d}.jpg").read_bytes() for n in (3, 5, 8)]
+    images = [(DATASET / "grass" / f"{n:08d}.jpg").read_bytes() for n in range(CORRECTED)]
     with local_stack(DATASET, ports, {"epochs": "1", "min-accuracy": "0"}, lines.append) as urls:
         assert urls == {part: f"http://127.0.0.1:{port}" for part, port in ports.items()}
+        prometheus = urls["prometheus"]
         image = (DATASET / "dandelion" / "00000001.jpg").read_bytes()
         answer = requests.post(f"{urls['predict']}/predict", files={"file": ("d.jpg", image)}, timeout=30)
         assert answer.status_code == 200 and answer.json()["model_version"] == "1"
+        refused = requests.post(
+            f"{urls['predict']}/predict", files={"file": ("x.jpg", b"not an image")}, timeout=30
+        )
+        assert refused.status_code == 415
         assert requests.get(f"{urls['mlflow']}/health", timeout=5).status_code == 200
         assert os.environ["MLFLOW_TRACKING_URI"] == urls["mlflow"]
         champion, _plot, _links = Client(urls["web"], verbose=False).predict(api_name="/model")
         assert champion.startswith("### Model 1 serves\nTrained ")  # the page reads predict and MLflow
 
-        # People correct the model; an admin accepts; the third accept starts a training.
-        admin = {"Authorization": f"Bearer {TOKEN}"}
-        for data in images:
-            sent = requests.post(
-                f"{urls['validate-label']}/submissions",
-                files={"file": ("g.jpg", data)},
-                data={"label": "dandelion"},
-                timeout=30,
-            )
-            assert (sent.status_code, sent.json()["new"]) == (202, True)
-            decided = requests.post(
-                f"{urls['validate-label']}/submissions/{sent.json()['id']}",
-                json={"decision": "accept"},
-                headers=admin,
-                timeout=30,
-            )
-            assert decided.status_code == 200
-        wait_for(lambda: any(line.startswith("retrain (labels): ") for line in lines), 300)
+        # Prometheus scrapes every part of the stack.
+        wait_for(lambda: len(query(prometheus, "up == 1")) == 6, 60)
+
+        # People correct the model; an admin accepts. The first review is seen by Prometheus before the
+        # rest, as a counter's first sample is (increase() starts from it).
+        accepted = [correct(urls, images[0], "g0.jpg")]
+        wait_for(lambda: query(prometheus, "dandelion_reviewed_predictions_total"), 30)
+        accepted += [correct(urls, data, f"g{n}.jpg") for n, data in enumerate(images[1:], start=1)]
+        wait_for(lambda: any(line.startswith("retrain (alertmanager): ") for line in lines), 300)
+        firing = query(prometheus, f'ALERTS{{alertname="{defaults.QUALITY_ALERT}", alertstate="firing"}}')
+        assert [alert["metric"]["model_version"] for alert in firing] == ["1"]
+        time.sleep(10)  # Alertmanager and the webhook have had time to repeat themselves; neither did
+        assert (
+            sum(line.startswith("retrain (") for line in lines) == 1
+        )  # one training, not one per notification
+
         settings = Settings.from_env()
         engine, store = catalog.open_catalog(settings.db_url), open_store(settings.store_url)
         with engine.connect() as connection:
             assert retrain.accepted_since_training(connection) == 0  # the training took them
         newest = max(store.keys("datasets/"), key=lambda key: len(store.get(key)))
         manifest = store.get(newest).decode()
-        for data in images:
-            assert f"raw/dandelion/{hashlib.sha256(data).hexdigest()}.jpg,dandelion," in manifest
+        for data, label in zip(images, accepted, strict=True):
+            assert f"raw/{label}/{hashlib.sha256(data).hexdigest()}.jpg,{label}," in manifest
         assert newest != manifest_key("")  # a real snapshot key
+
+        # Every dashboard panel and every recording rule returns data from the stack's Prometheus.
+        panels = [
+            expr
+            for path in sorted(DASHBOARDS.glob("*.json"))
+            for expr in expressions(json.loads(path.read_text()))
+        ]
+        groups = yaml.safe_load((CONFIGS / "rules.yml").read_text())["groups"]
+        recorded = [rule["record"] for group in groups for rule in group["rules"] if "record" in rule]
+        wait_for(lambda: query(prometheus, "argo_workflows_dandelion_workflow_runs_total"), 30)
+        empty = [expr for expr in [*panels, *recorded] if not query(prometheus, expr)]
+        assert len(panels) > 20 and empty == []
 
     mirror = lines[0].removeprefix(f"mirror of {DATASET} on ")
     assert lines[1:4] == [
@@ -100,6 +154,15 @@ def test_local_stack_trains_serves_retrains_on_new_labels_and_stops_everything(
     }
     assert f"validate-label: {urls['validate-label']}/submissions  (admin token: {TOKEN})" in lines
     assert f"web: {urls['web']}/  (the page: classify, correct, review, the model)" in lines
+    assert {f"prometheus: {urls['prometheus']}/", f"alertmanager: {urls['alertmanager']}/"} <= set(lines)
+    assert f"logs: {tmp_path / 'home' / 'logs'}/" in lines
+    logged = {path.name for path in (tmp_path / "home" / "logs").iterdir()}
+    assert logged == {
+        f"{part}.log" for part in ("predict", "ingest-one-url", "validate-label", "web", "mlflow")
+    } | {
+        "prometheus.log",
+        "alertmanager.log",
+    }
     for url in (*urls.values(), mirror):
         with pytest.raises(requests.ConnectionError):
             requests.get(url, timeout=5)

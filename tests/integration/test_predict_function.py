@@ -3,7 +3,9 @@
 import base64
 import hashlib
 import io
+import json
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -61,7 +63,7 @@ def served(tmp_path_factory, tiny_models) -> tuple[FunctionProcess, str]:
     tmp = tmp_path_factory.mktemp("served")
     store_url = (tmp / "objects").as_uri()
     publish_model(store_url, "1", tiny_models[0])
-    function = FunctionProcess("predict", predict_env(tmp, store_url))
+    function = FunctionProcess("predict", predict_env(tmp, store_url), log=tmp / "predict.log")
     yield function
     function.stop()
 
@@ -227,6 +229,16 @@ def test_head_answers_where_get_does_with_the_headers_alone(served, path: str) -
     assert head.headers["Content-Type"] == get.headers["Content-Type"]
 
 
+def test_a_request_id_follows_the_request_into_the_log(served) -> None:
+    answer = requests.get(f"{served.url}/model/info", headers={"X-Request-ID": "web-abc123"})
+    assert (answer.status_code, answer.headers["X-Request-ID"]) == (200, "web-abc123")
+    made = requests.get(f"{served.url}/model/info", headers={"X-Request-ID": "not a token"})
+    assert re.fullmatch("[0-9a-f]{32}", made.headers["X-Request-ID"])  # an unusable id is replaced
+    logged = [json.loads(line) for line in served.log.read_text().splitlines() if line.startswith("{")]
+    ours = [entry for entry in logged if entry.get("request_id") == "web-abc123"]
+    assert [(e["message"], e["path"], e["status"]) for e in ours] == [("request", "/model/info", 200)]
+
+
 def test_health_and_model_info(served, tiny_models) -> None:
     health = requests.get(f"{served.url}/health")
     assert (health.status_code, health.json()) == (
@@ -262,6 +274,8 @@ def test_metrics_count_predictions(served) -> None:
         "dandelion_model_load_duration_seconds_count 1.0",
         "dandelion_cold_starts_total 1.0",
         'dandelion_model_info{model_version="1"} 1.0',
+        "dandelion_model_ready 1.0",
+        'dandelion_model_test_metric{metric="accuracy",model_version="1"} 0.5',
     ):
         assert line in text, line
     assert 'dandelion_predictions_total{model_version="1",predicted_class=' in text

@@ -92,7 +92,7 @@ def test_a_run_is_tracked_registered_promoted_and_exported(platform, backbone, m
     assert client.get_model_version_by_alias(MODEL_NAME, "champion").version == version.version
     assert version.tags["promotion"] == "accepted"
     run = client.get_run(version.run_id)
-    per_class = {f"test_{m}_{label}" for m in ("precision", "recall", "f1") for label in LABELS}
+    per_class = {f"test_{m}_{label}" for m in ("precision", "recall", "f1", "share") for label in LABELS}
     confusion = {f"test_confusion_{true}_as_{predicted}" for true in LABELS for predicted in LABELS}
     assert {
         "train_accuracy",

@@ -16,7 +16,7 @@ from workflows.lib.training import cpu_computes_bfloat16
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 LOCK = ROOT / "requirements" / "dev.lock"
-OWN = {"functions", "workflows", "web", "tests"}
+OWN = {"functions", "workflows", "web", "observability", "tests"}
 
 
 def declared() -> dict[str, Requirement]:
@@ -42,7 +42,7 @@ def imported_modules(folder: str) -> set[str]:
 def test_every_module_the_code_imports_is_declared_in_pyproject() -> None:
     distributions = importlib.metadata.packages_distributions()
     names = set(declared())
-    for folder in ("functions", "workflows", "web", "tests"):
+    for folder in ("functions", "workflows", "web", "observability", "tests"):
         for module in sorted(imported_modules(folder)):
             providers = {d.lower() for d in distributions.get(module, [])}
             assert providers & names, f"{folder}/ imports {module}, which no pyproject requirement installs"
@@ -70,7 +70,7 @@ def test_the_installed_environment_is_the_lock() -> None:
 
 def test_no_private_function_of_torch_or_any_other_project_is_called() -> None:
     private = re.compile(r"\b(torch|onnxruntime|mlflow|hera|numpy|np|gradio|gr)(\.\w+)*\._[a-z]\w*")
-    for folder in ("functions", "workflows", "web"):
+    for folder in ("functions", "workflows", "web", "observability"):
         for path in (ROOT / folder).rglob("*.py"):
             found = private.search(path.read_text())
             assert found is None, f"{path.relative_to(ROOT)} uses {found.group(0)}"

@@ -63,6 +63,28 @@ def test_a_misspelt_sensor_field_is_refused() -> None:
         jsonschema.validate(sensor, schema_for(sensor), cls=jsonschema.Draft7Validator)
 
 
+def test_every_workflow_reports_the_workflow_metrics_under_its_own_name() -> None:
+    for manifest in manifests():
+        spec = manifest["spec"].get("workflowSpec", manifest["spec"])
+        declared = spec["metrics"]["prometheus"]
+        assert [(m["name"], {"counter", "gauge", "histogram"} & set(m)) for m in declared] == [
+            ("dandelion_workflow_runs_total", {"counter"}),
+            ("dandelion_workflow_duration_seconds", {"histogram"}),
+            ("dandelion_workflow_succeeded", {"gauge"}),
+            ("dandelion_workflow_succeeded", {"gauge"}),
+        ]
+        workflow = {"key": "workflow", "value": manifest["metadata"]["name"]}
+        assert all(workflow in m["labels"] for m in declared)
+
+
+def test_a_metric_argo_would_refuse_is_refused_by_the_schema() -> None:
+    """Argo's metric names are Prometheus names: a hyphen, usual in Argo's other names, is refused."""
+    manifest = yaml.safe_load((ROOT / "platform" / "argo" / "train-model.yaml").read_text())
+    manifest["spec"]["metrics"]["prometheus"][0]["name"] = "dandelion-workflow-runs"
+    with pytest.raises(jsonschema.ValidationError, match="dandelion-workflow-runs"):
+        jsonschema.validate(manifest, schema_for(manifest), cls=jsonschema.Draft7Validator)
+
+
 def test_every_step_runs_hera_runner_entry_points_that_import() -> None:
     import importlib
 

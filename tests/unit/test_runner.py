@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from workflows.local.runner import LocalRunner, WorkflowFailed, substitute
+from workflows.local.runner import LocalRunner, WorkflowFailed, substitute, when_holds
 
 
 def script(
@@ -232,3 +232,25 @@ def test_unsupported_templates_are_refused_by_name() -> None:
     wf = template("c", [], [{"name": "main", "container": {"image": "alpine", "command": ["true"]}}])
     with pytest.raises(WorkflowFailed, match="only dag and Hera runner script templates run locally"):
         LocalRunner([wf]).run("c")
+
+
+@pytest.mark.parametrize(
+    ("expression", "holds"),
+    [
+        ("", True),
+        ("Succeeded == Succeeded", True),  # bare words are strings, as Argo turns govaluate's variables
+        ("Failed == Succeeded", False),
+        ("Failed != Succeeded", True),
+        ("'promoted' == promoted", True),
+        ("\"a b\" != 'a b'", False),
+        ("1 == 1.0", True),  # numbers compare by value
+        ("1 == '1'", False),
+    ],
+)
+def test_when_compares_as_argo_does(expression: str, holds: bool) -> None:
+    assert when_holds(expression) is holds
+
+
+def test_a_when_beyond_a_comparison_is_refused_by_name() -> None:
+    with pytest.raises(WorkflowFailed, match="only `a == b` and `a != b` are evaluated locally"):
+        when_holds("a == a && b == b")

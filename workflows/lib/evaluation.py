@@ -3,9 +3,10 @@
 The headline is accuracy on the whole frozen test split, which the quality gate reads. Beside it:
 balanced accuracy, per-class precision / recall / F1, the confusion matrix (as
 `test_confusion_<true>_as_<predicted>` counts, so that it travels with the metrics into the champion's
-metadata), the expected calibration error and the log loss of the served confidence and of the
-uncalibrated one, and accuracy on the test images the label audit did not flag, a separate figure that
-never replaces the headline.
+metadata), each class's share of the split (`test_share_<class>`: predict compares the live
+predicted-class mix with it), the expected calibration error and the log loss of the served confidence
+and of the uncalibrated one, and accuracy on the test images the label audit did not flag, a separate
+figure that never replaces the headline.
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ def report(
             f"test_precision_{name}": float(precision[index]),
             f"test_recall_{name}": float(recall[index]),
             f"test_f1_{name}": float(f1[index]),
+            # The class mix of the labelled data, which live predictions are compared with.
+            f"test_share_{name}": float((labels == index).mean()) if len(labels) else 0.0,
         }
         for other, predicted in enumerate(classes):
             result[f"test_confusion_{name}_as_{predicted}"] = float(matrix[index, other])

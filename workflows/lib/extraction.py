@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 import requests
+
+from functions.lib.api import REQUEST_ID_HEADER
 
 # Answers that settle a row (ingested, unchanged, or refused for a reason the row records); anything
 # else means the function itself is in trouble, and the step fails so that Argo retries it.
@@ -26,7 +29,8 @@ class RowOutcome:
 
 def ingest_row(ingest_url: str, url: str, label: str) -> RowOutcome:
     """One call of ingest-one-url: a refused image is an outcome, an unreachable function an error."""
-    response = requests.post(ingest_url, json={"url": url, "label": label}, timeout=120)
+    headers = {REQUEST_ID_HEADER: f"extract-{uuid.uuid4().hex}"}  # the function logs the call under it
+    response = requests.post(ingest_url, json={"url": url, "label": label}, headers=headers, timeout=120)
     if response.status_code not in SETTLED:
         raise RuntimeError(f"ingest-one-url answered HTTP {response.status_code}: {response.text[:200]}")
     body = response.json()

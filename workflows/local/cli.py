@@ -16,6 +16,7 @@ from workflows import defaults
 from workflows.local.processes import SERVED, disable_mlflow_telemetry
 
 PLATFORM_DIR = Path("platform")
+DASHBOARDS_DIR = Path("observability/grafana/dashboards")
 
 
 def _settings() -> Settings:
@@ -100,9 +101,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from observability.grafana import dashboards
     from workflows.manifests import render
 
-    for path in render(Path(args.directory)):
+    for path in [*render(Path(args.directory)), *dashboards.write(Path(args.dashboards))]:
         print(f"wrote {path}")
     return 0
 
@@ -168,8 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("version", help="the registered version of dandelion-grass")
     promote.set_defaults(func=cmd_promote)
 
-    render = commands.add_parser("render", help="write the Argo YAML and MySQL init SQL into platform/")
+    render = commands.add_parser(
+        "render",
+        help="write the Argo YAML and MySQL init SQL into platform/, the Grafana dashboards' JSON into "
+        f"{DASHBOARDS_DIR}/",
+    )
     render.add_argument("directory", nargs="?", default=str(PLATFORM_DIR))
+    render.add_argument(
+        "--dashboards", metavar="DIR", default=str(DASHBOARDS_DIR), help="where the dashboards' JSON goes"
+    )
     render.set_defaults(func=cmd_render)
     return parser
 

@@ -70,11 +70,21 @@ def function_command(part: str, host: str, port: int) -> list[str]:
     ]
 
 
-def start(command: list[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start(
+    command: list[str], env: Mapping[str, str] | None = None, log: Path | None = None
+) -> subprocess.Popen[bytes]:
     """A server process in a session of its own, so that `stop` reaches its workers too (gunicorn's,
-    uvicorn's) and a Ctrl-C meant for `dandelion up` reaches only `up`, which stops them in order."""
+    uvicorn's) and a Ctrl-C meant for `dandelion up` reaches only `up`, which stops them in order.
+    With `log`, its output is appended to that file instead of the terminal."""
+    output = None
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        output = log.open("ab")
     # S603: the commands are built here from sys.executable and fixed arguments.
-    return subprocess.Popen(command, env=dict(env or os.environ), start_new_session=True)  # noqa: S603
+    with contextlib.nullcontext() if output is None else output:
+        return subprocess.Popen(  # noqa: S603
+            command, env=dict(env or os.environ), start_new_session=True, stdout=output, stderr=output
+        )
 
 
 def stop(process: subprocess.Popen[bytes], grace: float = 5) -> None:
@@ -90,7 +100,7 @@ def stop(process: subprocess.Popen[bytes], grace: float = 5) -> None:
     process.wait()
 
 
-def start_mlflow(home: Path, store_url: str, port: int) -> subprocess.Popen[bytes]:
+def start_mlflow(home: Path, store_url: str, port: int, log: Path | None = None) -> subprocess.Popen[bytes]:
     """A real MLflow tracking server: SQLite backend under `home`, artifacts proxied into the store."""
     return start(
         [
@@ -108,7 +118,8 @@ def start_mlflow(home: Path, store_url: str, port: int) -> subprocess.Popen[byte
             str(port),
             "--workers",
             "1",
-        ]
+        ],
+        log=log,
     )
 
 
@@ -118,8 +129,10 @@ def function_environment(env: Mapping[str, str]) -> dict[str, str]:
     return dict(env, WORKERS="1")
 
 
-def start_function(part: str, port: int, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return start(function_command(part, "127.0.0.1", port), function_environment(env or os.environ))
+def start_function(
+    part: str, port: int, env: Mapping[str, str] | None = None, log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    return start(function_command(part, "127.0.0.1", port), function_environment(env or os.environ), log)
 
 
 def wait_healthy(url: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 60) -> None:

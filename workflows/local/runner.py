@@ -13,6 +13,10 @@ printed to stdout, and each output parameter is read from the file its `valueFro
 is passed in memory, so a step that prints where it should write, or writes nothing, fails here as it
 would on the cluster. The processes are forked from a fork server that has imported the workflow
 modules once: a fan-out of hundreds of steps does not pay Python's start-up for each.
+
+With a `WorkflowMetrics`, it emits the templates' and the workflow's Argo custom metrics when each node
+completes, succeeded or failed, with the variables Argo's controller gives them: a step's metrics after
+each attempt, a DAG's when its tasks are done, the workflow's when it ends (before a failure is raised).
 """
 
 from __future__ import annotations
@@ -32,13 +36,19 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # workflow_metrics imports this module's expressions
+    from workflows.local.workflow_metrics import WorkflowMetrics
 
 log = logging.getLogger("dandelion.runner")
 
 Manifest = dict[str, Any]
 _EXPRESSION = re.compile(r"{{\s*([^{}]+?)\s*}}")
 _DEPENDENCY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
+_WHEN_OPERAND = r"""\s*('[^']*'|"[^"]*"|[\w.]+)\s*"""
+_WHEN = re.compile(rf"{_WHEN_OPERAND}(==|!=){_WHEN_OPERAND}")
+_NUMBER = re.compile(r"\d+(?:\.\d*)?|\.\d+")
 POD_TMP = "/tmp/"  # noqa: S108  # the pod's /tmp, where Hera's runner writes its outputs; a fresh folder here
 STDERR_TAIL = 2000  # characters of a failed step's stderr quoted in the failure
 
@@ -65,6 +75,52 @@ def substitute(text: str, scope: Mapping[str, str]) -> str:
         return scope[name]
 
     return _EXPRESSION.sub(value, text)
+
+
+def when_holds(expression: str) -> bool:
+    """Whether a substituted `when` holds, as Argo's govaluate reads a comparison: `a == b` or `a != b`,
+    each side a quoted string, a number, or a bare word, which Argo takes as a string (so that
+    `Failed == Succeeded` needs no quotes). An empty `when` holds; anything else is refused by name."""
+    if not expression.strip():
+        return True
+    match = _WHEN.fullmatch(expression)
+    if match is None:
+        raise WorkflowFailed(f"`when: {expression}`: only `a == b` and `a != b` are evaluated locally")
+    left, operator, right = match.groups()
+    equal = _operand(left) == _operand(right)
+    return equal if operator == "==" else not equal
+
+
+def _operand(token: str) -> str | float:
+    """A `when` operand as govaluate compares it: numbers by value, strings and bare words as text."""
+    if token[0] in "'\"":
+        return token[1:-1]
+    return float(token) if _NUMBER.fullmatch(token) else token
+
+
+def _input_scope(template: Mapping[str, Any], arguments: Mapping[str, str]) -> dict[str, str]:
+    """`inputs.parameters.*` of a template called with `arguments`: each declared input from its argument,
+    else its default."""
+    inputs: dict[str, str] = {}
+    for declared in template.get("inputs", {}).get("parameters", []):
+        name = declared["name"]
+        if name in arguments:
+            inputs[name] = arguments[name]
+        elif "default" in declared:
+            inputs[name] = declared["default"]
+        else:
+            raise WorkflowFailed(f"template {template['name']}: input {name!r} has no value")
+    scope = {f"inputs.parameters.{k}": v for k, v in inputs.items()}
+    scope["inputs.parameters"] = json.dumps([{"name": k, "value": v} for k, v in inputs.items()])
+    return scope
+
+
+def _output_scope(outputs: Outputs) -> dict[str, str]:
+    """`outputs.*` of a completed node, as its metrics read them."""
+    scope = {f"outputs.parameters.{k}": v for k, v in outputs.parameters.items()}
+    if outputs.result is not None:
+        scope["outputs.result"] = outputs.result
+    return scope
 
 
 def _item_scope(item: Any) -> dict[str, str]:
@@ -198,17 +254,20 @@ class LocalRunner:
     """Runs workflows from a set of manifests (WorkflowTemplates, Workflows, CronWorkflows) by name.
 
     `pods` starts the step processes: by default `Pods`; anything with its `run` and context manager
-    will do (a test passes one that starts `python -m hera.workflows.runner` itself)."""
+    will do (a test passes one that starts `python -m hera.workflows.runner` itself). `metrics` receives
+    the Argo custom metrics the manifests declare; without it none are emitted."""
 
     def __init__(
         self,
         manifests: Iterable[Manifest],
         sleep: Callable[[float], None] = time.sleep,
         pods: Pods | None = None,
+        metrics: WorkflowMetrics | None = None,
     ) -> None:
         self.manifests = {m["metadata"]["name"]: m for m in manifests}
         self.sleep = sleep
         self.pods = pods or Pods(_entrypoint_modules(self.manifests.values()))
+        self.metrics = metrics
 
     def arguments(self, name: str) -> dict[str, str]:
         """The parameters workflow `name` declares, with their default values."""
@@ -228,9 +287,17 @@ class LocalRunner:
         workflow_scope = {"workflow.name": f"{name}-local-{uuid.uuid4().hex[:5]}"} | {
             f"workflow.parameters.{k}": v for k, v in arguments.items()
         }
-        # Argo hands the workflow's arguments to the entrypoint template's inputs, by name.
+        # Argo hands the workflow's arguments to the entrypoint template's inputs, by name; the workflow's
+        # metrics see the entrypoint's node.
+        entrypoint = self._template(name, spec["entrypoint"])
+        variables = workflow_scope | _input_scope(entrypoint, arguments)
         with self.pods:
-            return self._run_template(name, spec["entrypoint"], arguments, workflow_scope)
+            return self._node(
+                spec,
+                variables,
+                lambda: self._run_template(name, spec["entrypoint"], arguments, workflow_scope),
+                workflow_level=True,
+            )
 
     @staticmethod
     def spec(manifest: Manifest) -> dict[str, Any]:
@@ -253,19 +320,11 @@ class LocalRunner:
         workflow: Mapping[str, str],
     ) -> Outputs:
         template = self._template(manifest_name, template_name)
-        inputs: dict[str, str] = {}
-        for declared in template.get("inputs", {}).get("parameters", []):
-            name = declared["name"]
-            if name in arguments:
-                inputs[name] = arguments[name]
-            elif "default" in declared:
-                inputs[name] = declared["default"]
-            else:
-                raise WorkflowFailed(f"template {template_name}: input {name!r} has no value")
-        scope = dict(workflow) | {f"inputs.parameters.{k}": v for k, v in inputs.items()}
-        scope["inputs.parameters"] = json.dumps([{"name": k, "value": v} for k, v in inputs.items()])
+        scope = dict(workflow) | _input_scope(template, arguments)
         if "dag" in template:
-            return self._run_dag(manifest_name, template, scope, workflow)
+            return self._node(
+                template, scope, lambda: self._run_dag(manifest_name, template, dict(scope), workflow)
+            )
         if "script" in template:
             return self._run_script(template, scope)
         raise WorkflowFailed(
@@ -279,14 +338,38 @@ class LocalRunner:
             raise WorkflowFailed(f"template {template['name']}: not a Hera runner script")
         limit, delay, factor = _retries(template)
         for attempt in range(limit + 1):
-            try:
-                return self._run_pod(template, args, scope)
+            try:  # each attempt is a node of its own, which emits the template's metrics
+                return self._node(template, scope, lambda: self._run_pod(template, args, scope))
             except WorkflowFailed as exc:
                 if attempt == limit:
                     raise
                 log.warning("%s failed (%s), retry %d of %d", template["name"], exc, attempt + 1, limit)
                 self.sleep(delay * factor**attempt)
         raise AssertionError("unreachable")
+
+    def _node(
+        self,
+        owner: Mapping[str, Any],
+        variables: Mapping[str, str],
+        run: Callable[[], Outputs],
+        workflow_level: bool = False,
+    ) -> Outputs:
+        """`run` one node, then emit the metrics of `owner` (its template, or the workflow's spec) whether
+        it succeeded or failed, with `variables` and the node's `status`, `duration` (seconds) and
+        outputs; for the workflow, also as `workflow.status` and `workflow.duration`."""
+        prometheus = owner.get("metrics", {}).get("prometheus", [])
+        if self.metrics is None or not prometheus:
+            return run()
+        started, status, outputs = time.monotonic(), "Failed", Outputs()
+        try:
+            outputs = run()
+            status = "Succeeded"
+            return outputs
+        finally:
+            node = {"status": status, "duration": f"{time.monotonic() - started:f}"}
+            if workflow_level:
+                node |= {"workflow.status": node["status"], "workflow.duration": node["duration"]}
+            self.metrics.emit(prometheus, dict(variables) | node | _output_scope(outputs))
 
     def _run_pod(self, template: Mapping[str, Any], args: list[str], scope: Mapping[str, str]) -> Outputs:
         """One attempt of a script step, in its own process and its own /tmp, read back as Argo reads it."""

@@ -1,8 +1,9 @@
 """The local stack's retrain webhook: what Argo Events' EventSource and Sensor do in the cluster
 (`workflows/retrain_events.py`). It accepts validate-label's CloudEvent at /retrain and Alertmanager's
 webhook at /alerts, applies the Sensor's filters, and runs `retrain` in a thread of its own, one at a
-time: an event that arrives while a training runs is answered 429 and dropped, as the Sensor's rate
-limit and the template's mutex would hold it back."""
+time and at most `RETRAINS_PER_HOUR` an hour: an event that arrives while a training runs, or past the
+hour's budget, is answered 429 and dropped, as the template's mutex and the Sensor's rate limit would
+hold it back."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import http.server
 import json
 import logging
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable
 
-from workflows.retrain_events import ENDPOINTS, matches
+from workflows.retrain_events import ENDPOINTS, RETRAINS_PER_HOUR, matches
 
 log = logging.getLogger("dandelion.webhook")
 MAX_BODY = 1024 * 1024  # Argo Events' webhook default (maxPayloadSize)
@@ -23,6 +26,8 @@ class RetrainWebhook(http.server.ThreadingHTTPServer):
         self.retrain = retrain
         self.running = threading.Lock()
         self.events = {endpoint: name for name, endpoint in ENDPOINTS.items()}
+        self.started: list[float] = []  # when each training started (time.monotonic())
+        self.received: Counter[str] = Counter()  # events received, by event name
         super().__init__(("127.0.0.1", port), _Handler)
 
     def start(self) -> RetrainWebhook:
@@ -35,11 +40,18 @@ class RetrainWebhook(http.server.ThreadingHTTPServer):
             payload = {"body": json.loads(body)}
         except ValueError:
             return 400
+        self.received[event_name] += 1
         if not matches(event_name, payload):
             return 204  # not an event that retrains: accepted and ignored, as the Sensor filters it
         if not self.running.acquire(blocking=False):
             log.info("a training is running: %s event dropped", event_name)
             return 429
+        now = time.monotonic()
+        if sum(now - started < 3600 for started in self.started) >= RETRAINS_PER_HOUR:
+            self.running.release()
+            log.info("%d trainings started in the last hour: %s event dropped", RETRAINS_PER_HOUR, event_name)
+            return 429
+        self.started.append(now)
         threading.Thread(target=self._train, args=(event_name,), daemon=True).start()
         return 202
 
