@@ -33,7 +33,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -157,6 +157,19 @@ def _task_scope(name: str, outputs: list[Outputs], looped: bool) -> dict[str, st
         values = [o.parameters[name_] for o in outputs if name_ in o.parameters]
         scope[f"{prefix}.parameters.{name_}"] = json.dumps(values)
     return scope
+
+
+def _wait_reporting(name: str, futures: list[Future[Outputs]]) -> None:
+    """Wait for a task's nodes; a fan-out reports its progress every tenth of the way (what the terminal
+    of `dandelion up` shows), and the first failure cancels the rest and fails the task."""
+    every = max(1, len(futures) // 10)
+    for finished, future in enumerate(as_completed(futures), start=1):
+        if future.exception():
+            for other in futures:
+                other.cancel()
+            raise WorkflowFailed(f"task {name} failed: {future.exception()}")
+        if len(futures) > 1 and (finished % every == 0 or finished == len(futures)):
+            log.info("%s: %d/%d", name, finished, len(futures))
 
 
 def _dependencies(task: Mapping[str, Any]) -> set[str]:
@@ -421,12 +434,7 @@ class LocalRunner:
                     name: self._launch(pool, manifest_name, tasks[name], scope, workflow) for name in ready
                 }
                 for name, (looped, futures) in launched.items():
-                    finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
-                    failed = [f for f in finished if f.exception()]
-                    if failed:
-                        for future in futures:
-                            future.cancel()
-                        raise WorkflowFailed(f"task {name} failed: {failed[0].exception()}")
+                    _wait_reporting(name, futures)
                     outputs = [f.result() for f in futures]
                     scope |= _task_scope(name, outputs, looped)
                     log.info(
