@@ -235,6 +235,9 @@ def read_body(request: flask.Request, limit: int) -> bytes:
     return body
 
 
+NESTED_TOO_DEEPLY = "the body's JSON is nested too deeply"
+
+
 def read_event(request: flask.Request, limit: int) -> dict[str, Any]:
     """The JSON object a request carries, plain or as a CloudEvent (binary or structured mode), refused
     past `limit` bytes."""
@@ -247,6 +250,8 @@ def read_event(request: flask.Request, limit: int) -> dict[str, Any]:
             data = from_http(dict(request.headers), body).data
         except GenericException as exc:
             raise BadRequest(f"not a valid CloudEvent: {exc}") from None
+        except RecursionError:
+            raise BadRequest(NESTED_TOO_DEEPLY) from None
     else:
         data = body
     if isinstance(data, bytes | str):
@@ -254,6 +259,8 @@ def read_event(request: flask.Request, limit: int) -> dict[str, Any]:
             data = json.loads(data or b"null")
         except ValueError:
             raise BadRequest("the body is not valid JSON") from None
+        except RecursionError:
+            raise BadRequest(NESTED_TOO_DEEPLY) from None
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
     return data

@@ -25,11 +25,25 @@ from functions.lib.errors import BadRequest, TooLarge, UpstreamError, UpstreamTi
 CHUNK = 64 * 1024
 
 
+MAX_URL_LENGTH = 2048  # the catalog's url_source column, and what browsers and servers commonly accept
+
+
 def check_url(url: str) -> None:
-    """Refuse what is not an absolute http(s) URL with a host, before anything is written."""
-    parsed = urlparse(url)
+    """Refuse what is not an absolute http(s) URL with a host and without credentials, before anything
+    is written."""
+    if len(url) > MAX_URL_LENGTH:
+        raise BadRequest(f"URLs are limited to {MAX_URL_LENGTH} characters; this one has {len(url)}")
+    try:
+        parsed = urlparse(url)
+        parsed.port  # noqa: B018 - parsing the port is what checks it
+    except ValueError:
+        raise BadRequest(f"not a valid URL: {url[:200]!r}") from None
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise BadRequest(f"only absolute http and https URLs can be ingested, got {url[:200]!r}")
+    if parsed.username is not None or parsed.password is not None:
+        raise BadRequest(
+            "URLs carrying credentials (user:password@) are refused; they would be stored and shown"
+        )
 
 
 # IPv6 prefixes whose last 32 bits are an IPv4 address that the packet reaches: NAT64 (RFC 6052, and the

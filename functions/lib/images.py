@@ -29,6 +29,8 @@ def open_checked(
         raise NotAnImage(f"not an image in an accepted format ({', '.join(ACCEPTED_FORMATS)})") from None
     except Image.DecompressionBombError as exc:
         raise TooLarge(f"the image has too many pixels ({exc})") from None
+    except (ValueError, OSError, SyntaxError) as exc:  # a header Pillow refuses: e.g. a text chunk bomb
+        raise NotAnImage(f"the image's header is malformed: {exc}") from None
     pixels = image.width * image.height
     if pixels > max_pixels:
         raise TooLarge(f"the image has {pixels} pixels, over the {max_pixels}-pixel limit")

@@ -62,6 +62,8 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
         request = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("the inference request header is not valid JSON") from None
+    except RecursionError:
+        raise BadRequest("the inference request header's JSON is nested too deeply") from None
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
         raise BadRequest("an inference request is a JSON object with a list of 'inputs'")
     inputs = request["inputs"]

@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from functions.lib.errors import NotFound
+from functions.lib.errors import NotFound, Unavailable
 from functions.lib.store import ObjectStore
 
 # The served model's name: in the MLflow registry (whose version numbers name the folders under
@@ -69,8 +69,16 @@ def model_cache(home: Path) -> Path:
 
 
 def read_champion(store: ObjectStore) -> dict[str, Any] | None:
-    """The pointer to the serving model, or None before the first promotion."""
+    """The pointer to the serving model, or None before the first promotion. A pointer that is not one
+    (truncated, hand-edited) makes the model unavailable, a 503 that says why, not a crash."""
     try:
-        return json.loads(store.get(CHAMPION_KEY))
+        pointer = json.loads(store.get(CHAMPION_KEY))
     except NotFound:
         return None
+    except ValueError:
+        raise Unavailable(f"{CHAMPION_KEY} is not valid JSON") from None
+    if not (
+        isinstance(pointer, dict) and all(isinstance(pointer.get(k), str) for k in ("version", "sha256"))
+    ):
+        raise Unavailable(f"{CHAMPION_KEY} does not name a version and its sha256")
+    return pointer

@@ -119,6 +119,15 @@ def test_cloudevents_in_binary_and_structured_mode(service: Service) -> None:
             "only absolute http and https URLs can be ingested, got 'ftp://example.org/x.jpg'",
         ),
         (["not", "an", "object"], "the body must be a JSON object"),
+        (
+            {"url": "http://example.org/" + "a" * 2100, "label": "grass"},
+            "URLs are limited to 2048 characters; this one has 2119",
+        ),
+        (
+            {"url": "http://user:secret@example.org/x.jpg", "label": "grass"},
+            "URLs carrying credentials (user:password@) are refused; they would be stored and shown",
+        ),
+        ({"url": "http://[::1/x.jpg", "label": "grass"}, "not a valid URL: 'http://[::1/x.jpg'"),
     ],
 )
 def test_client_mistakes_are_400_and_write_nothing(service: Service, body: object, message: str) -> None:
@@ -128,14 +137,18 @@ def test_client_mistakes_are_400_and_write_nothing(service: Service, body: objec
     assert (catalog.count(service.engine), service.raw_keys()) == before
 
 
-def test_malformed_json_is_400(service: Service) -> None:
-    response = requests.post(
-        service.url + "/", data="{nope", headers={"content-type": "application/json"}, timeout=30
-    )
-    assert (response.status_code, response.json()) == (
-        400,
-        {"error": "bad_request", "message": "the body is not valid JSON"},
-    )
+@pytest.mark.parametrize(
+    ("data", "content_type", "message"),
+    [
+        ("{nope", "application/json", "the body is not valid JSON"),
+        # Python's parser recurses once per level: 30,000 levels (60 KB) would exhaust its stack.
+        ("[" * 30_000 + "]" * 30_000, "application/json", "the body's JSON is nested too deeply"),
+        ("[" * 30_000 + "]" * 30_000, "application/cloudevents+json", "the body's JSON is nested too deeply"),
+    ],
+)
+def test_malformed_json_is_400(service: Service, data: str, content_type: str, message: str) -> None:
+    response = requests.post(service.url + "/", data=data, headers={"content-type": content_type}, timeout=30)
+    assert (response.status_code, response.json()) == (400, {"error": "bad_request", "message": message})
 
 
 @pytest.mark.parametrize(

@@ -331,6 +331,13 @@ def test_v2_refuses_a_bad_request_with_a_4xx(served) -> None:
     )
     not_image = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["aGk="]}]}
     assert requests.post(url, json=not_image).status_code == 415
+    nested = requests.post(
+        url, data="[" * 30_000 + "]" * 30_000, headers={"content-type": "application/json"}
+    )
+    assert (nested.status_code, nested.json()) == (
+        400,
+        {"error": "the inference request header's JSON is nested too deeply", "code": "bad_request"},
+    )
     missing = requests.get(f"{served.url}/v2/models/other-model")
     assert (missing.status_code, missing.json()) == (
         404,
@@ -368,6 +375,29 @@ def test_no_model_is_503_until_one_is_promoted(tmp_path, tiny_models) -> None:
         reloaded = requests.post(f"{function.url}/model/reload")
         assert (reloaded.status_code, reloaded.json()["version"]) == (200, "1")
         assert requests.post(f"{function.url}/predict", files={"file": ("g.jpg", GRASS)}).status_code == 200
+    finally:
+        function.stop()
+
+
+@pytest.mark.parametrize(
+    ("pointer", "reason"),
+    [
+        (b'{"version": "1", "sha2', "models/champion.json is not valid JSON"),
+        (b'["1"]', "models/champion.json does not name a version and its sha256"),
+    ],
+)
+def test_a_corrupt_champion_pointer_is_503_not_a_crash(tmp_path, pointer: bytes, reason: str) -> None:
+    store_url = (tmp_path / "objects").as_uri()
+    open_store(store_url).put("models/champion.json", pointer, "application/json")
+    function = FunctionProcess("predict", predict_env(tmp_path, store_url), ready="/v2/health/live")
+    try:
+        health = requests.get(f"{function.url}/health")  # the cold start reads the pointer
+        assert (health.status_code, health.json()) == (
+            503,
+            {"status": "unavailable", "model_loaded": False, "reason": reason},
+        )
+        reloaded = requests.post(f"{function.url}/model/reload")
+        assert (reloaded.status_code, reloaded.json()) == (503, {"error": "unavailable", "message": reason})
     finally:
         function.stop()
 

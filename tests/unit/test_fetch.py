@@ -66,3 +66,22 @@ def test_site_local_ipv6_is_refused(address: str) -> None:
 def test_only_absolute_http_urls(url: str) -> None:
     with pytest.raises(BadRequest, match="only absolute http and https URLs"):
         check_url(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://example.org/" + "a" * 2030, "URLs are limited to 2048 characters; this one has 2049"),
+        ("http://user:pw@example.org/a.jpg", r"credentials \(user:password@\) are refused"),
+        ("http://user@example.org/a.jpg", r"credentials \(user:password@\) are refused"),
+        ("http://[::1/a.jpg", "not a valid URL"),
+        ("http://example.org:99999/a.jpg", "not a valid URL"),
+    ],
+)
+def test_long_malformed_and_credentialed_urls_are_refused(url: str, message: str) -> None:
+    with pytest.raises(BadRequest, match=message):
+        check_url(url)
+
+
+def test_a_url_of_exactly_the_limit_passes() -> None:
+    check_url("http://example.org/" + "a" * 2029)

@@ -1,4 +1,6 @@
 import io
+import struct
+import zlib
 
 import pytest
 from PIL import Image
@@ -28,6 +30,14 @@ def test_other_formats_become_rgb_jpeg(mode: str, fmt: str) -> None:
 def test_html_is_not_an_image() -> None:
     with pytest.raises(NotAnImage, match="not an image"):
         as_jpeg(b"<!doctype html><html></html>", 10_000)
+
+
+def test_a_png_text_chunk_that_inflates_past_the_limit_is_refused() -> None:
+    png = encode(Image.new("RGB", (4, 4)), "PNG")
+    text = b"k\x00\x00" + zlib.compress(b"a" * (4 * 1024 * 1024))  # 4 MiB of text in 4 KiB
+    chunk = struct.pack(">I", len(text)) + b"zTXt" + text + struct.pack(">I", zlib.crc32(b"zTXt" + text))
+    with pytest.raises(NotAnImage, match="header is malformed: Decompressed data too large"):
+        as_jpeg(png[:33] + chunk + png[33:], 10_000)
 
 
 def test_truncated_jpeg_is_refused() -> None:
