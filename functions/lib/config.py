@@ -53,6 +53,7 @@ class Settings:
     inference_threads: int = 2  # two cores here; one inference must not take a third core's worth
     max_download_bytes: int = 10 * MiB
     max_image_pixels: int = 40_000_000  # a 12-megapixel phone photo passes, a decompression bomb does not
+    max_images_per_request: int = 32  # predict: what one request may ask to classify
     # Bounds on what one ingestion may cost, whatever the source does (not configurable on purpose).
     connect_timeout: float = 5.0
     read_timeout: float = 15.0
@@ -93,6 +94,9 @@ class Settings:
             inference_threads=_positive_int(env, "DANDELION_INFERENCE_THREADS", cls.inference_threads),
             max_download_bytes=_positive_int(env, "DANDELION_MAX_DOWNLOAD_BYTES", cls.max_download_bytes),
             max_image_pixels=_positive_int(env, "DANDELION_MAX_IMAGE_PIXELS", cls.max_image_pixels),
+            max_images_per_request=_positive_int(
+                env, "DANDELION_MAX_IMAGES_PER_REQUEST", cls.max_images_per_request
+            ),
         )
 
     def rewrite_source(self, url: str) -> str:

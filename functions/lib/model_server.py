@@ -23,7 +23,7 @@ import numpy as np
 from prometheus_client import Counter, Gauge, Histogram, Info
 
 from functions.lib.config import Settings
-from functions.lib.errors import NotFound, Unavailable
+from functions.lib.errors import NotFound, TooLarge, Unavailable
 from functions.lib.images import open_checked
 from functions.lib.layout import metadata_key, model_cache, model_key, read_champion
 from functions.lib.onnx_classifier import OnnxClassifier
@@ -235,15 +235,37 @@ class ModelServer:
             self._refresh_in_background()
         return model
 
+    def _preprocess(self, prep: Preprocessing, payloads: Sequence[bytes]) -> list[np.ndarray]:
+        """Decode and preprocess each image within one pixel budget for the whole request: each header
+        is checked against what the images before it left, before that image is decoded."""
+        budget = self.settings.max_image_pixels
+        arrays: list[np.ndarray] = []
+        for data in payloads:
+            try:
+                image = open_checked(data, budget, prep.draft)
+            except TooLarge:
+                if not arrays:
+                    raise
+                limit = self.settings.max_image_pixels
+                raise TooLarge(
+                    f"the request's images together pass the {limit}-pixel limit of one request"
+                ) from None
+            budget -= image.width * image.height  # as decoded: a JPEG drafted to a smaller scale costs less
+            arrays.append(prep(image))
+        return arrays
+
     def predict(self, payloads: Sequence[bytes]) -> tuple[LoadedModel, np.ndarray, float]:
         """Probabilities (N, classes) for encoded images, with the model used and the seconds taken."""
+        if len(payloads) > self.settings.max_images_per_request:
+            raise TooLarge(
+                f"a request may carry at most {self.settings.max_images_per_request} images; "
+                f"this one carries {len(payloads)}"
+            )
         model = self.current()
         started = time.perf_counter()
         with STAGE_SECONDS.labels("preprocess").time():
             # The preprocessing saved with this model, not a default: serving cannot drift from training.
-            prep = model.classifier.prep
-            limit = self.settings.max_image_pixels
-            batch = np.stack([prep(open_checked(data, limit, prep.draft)) for data in payloads])
+            batch = np.stack(self._preprocess(model.classifier.prep, payloads))
         with STAGE_SECONDS.labels("predict").time():
             probabilities = model.classifier.probabilities(batch)
         with STAGE_SECONDS.labels("postprocess").time():

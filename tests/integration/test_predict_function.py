@@ -379,6 +379,34 @@ def test_no_model_is_503_until_one_is_promoted(tmp_path, tiny_models) -> None:
         function.stop()
 
 
+def test_one_request_is_bounded_in_images_and_in_pixels(tmp_path, tiny_models) -> None:
+    store_url = (tmp_path / "objects").as_uri()
+    publish_model(store_url, "1", tiny_models[0])
+    limits = {"DANDELION_MAX_IMAGES_PER_REQUEST": "3", "DANDELION_MAX_IMAGE_PIXELS": "20000"}
+    function = FunctionProcess("predict", predict_env(tmp_path, store_url, **limits))
+    png = io.BytesIO()
+    Image.new("RGB", (100, 120), "yellow").save(png, format="PNG")  # 12,000 pixels, decoded whole
+    url, v2 = f"{function.url}/predict", f"{function.url}/v2/models/dandelion-grass/infer"
+
+    def tensor(count: int) -> dict:
+        data = [base64.b64encode(png.getvalue()).decode()] * count
+        return {"inputs": [{"name": "image", "shape": [count], "datatype": "BYTES", "data": data}]}
+
+    try:
+        one = requests.post(url, files=[("file", ("a.png", png.getvalue()))])
+        assert one.status_code == 200
+        four = requests.post(url, files=[("file", (f"{n}.png", png.getvalue())) for n in range(4)])
+        many = "a request may carry at most 3 images; this one carries 4"
+        assert (four.status_code, four.json()) == (413, {"error": "too_large", "message": many})
+        assert (requests.post(v2, json=tensor(4)).json()) == {"error": many, "code": "too_large"}
+        two = requests.post(url, files=[("file", (f"{n}.png", png.getvalue())) for n in range(2)])
+        together = "the request's images together pass the 20000-pixel limit of one request"
+        assert (two.status_code, two.json()) == (413, {"error": "too_large", "message": together})
+        assert (requests.post(v2, json=tensor(2)).json()) == {"error": together, "code": "too_large"}
+    finally:
+        function.stop()
+
+
 @pytest.mark.parametrize(
     ("pointer", "reason"),
     [
