@@ -13,6 +13,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
+    ColumnElement,
     Connection,
     DateTime,
     Engine,
@@ -22,9 +23,13 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
+    case,
     create_engine,
     event,
     func,
+    not_,
+    or_,
     select,
     update,
 )
@@ -170,8 +175,20 @@ def unavailable_on_outage(what: str) -> Iterator[None]:
         raise
 
 
+def _settled(new: Any) -> ColumnElement[bool]:
+    """Whether the existing row must stay as it is against the attempt `new` (the proposed values): an
+    excluded row always; an ingested row against a failure (a slow failed attempt finishing after a
+    successful one) or against another label. State only moves forward, and the database decides it."""
+    table = plants_data.c
+    return or_(
+        table.status == "excluded",
+        and_(table.status == "ingested", or_(new.status != "ingested", table.label != new.label)),
+    )
+
+
 def _upsert(connection: Connection, rows: Sequence[dict[str, Any]], update: Iterable[str]) -> None:
-    """Insert rows keyed by url_hash; on a duplicate, update only `update` (nothing: keep the row)."""
+    """Insert rows keyed by url_hash; on a duplicate, update only `update` (nothing: keep the row), and
+    only when the existing row is not settled (see `_settled`)."""
     if not rows:
         return
     update = list(update)
@@ -181,14 +198,25 @@ def _upsert(connection: Connection, rows: Sequence[dict[str, Any]], update: Iter
         lite = sqlite.insert(plants_data).values(list(rows))
         set_ = {name: lite.excluded[name] for name in update}
         stmt = (
-            lite.on_conflict_do_update(index_elements=["url_hash"], set_=set_ | {"updated_at": func.now()})
+            lite.on_conflict_do_update(
+                index_elements=["url_hash"],
+                set_=set_ | {"updated_at": func.now()},
+                where=not_(_settled(lite.excluded)),
+            )
             if set_
             else lite.on_conflict_do_nothing(index_elements=["url_hash"])
         )
     elif dialect in ("mysql", "mariadb"):
         my = mysql.insert(plants_data).values(list(rows))
-        mset = {name: my.inserted[name] for name in update} or {"url_hash": my.inserted.url_hash}
-        stmt = my.on_duplicate_key_update(mset)
+        # MySQL applies the assignments in order, each seeing the ones before: the columns the condition
+        # reads (label, then status) are assigned last, so every assignment sees the row as it was.
+        last = [name for name in ("label", "status") if name in update]
+        ordered = [name for name in update if name not in last] + last
+        settled = _settled(my.inserted)
+        mset: list[tuple[str, Any]] = [
+            (name, case((settled, plants_data.c[name]), else_=my.inserted[name])) for name in ordered
+        ]
+        stmt = my.on_duplicate_key_update(mset or [("url_hash", my.inserted.url_hash)])
     else:
         raise NotImplementedError(f"catalog dialect {dialect!r}")
     connection.execute(stmt)

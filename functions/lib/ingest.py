@@ -77,7 +77,8 @@ class Ingestor:
             raise
         digest = hashlib.sha256(image).hexdigest()
         key = raw_key(label, digest)
-        if not self.store.exists(key):  # content-addressed: the same bytes under another URL are stored once
+        created = not self.store.exists(key)
+        if created:  # content-addressed: the same bytes under another URL are stored once
             self.store.put(key, image, "image/jpeg")
         catalog.record(
             self.engine,
@@ -92,4 +93,10 @@ class Ingestor:
         row = catalog.get(self.engine, url)
         if row is None:  # deleted between the write and this read: say so rather than answer nothing
             raise Unavailable(f"the catalog row of {url} vanished while it was written; retry")
+        if row["status"] != "ingested" or row["label"] != label:  # a concurrent attempt settled it first
+            if created:
+                self.store.delete(key)  # ours alone: no row points at it
+            raise Conflict(
+                f"{url} is already {row['status']} as {row['label']!r}; relabel it through validate-label"
+            )
         return "ingested", row

@@ -19,6 +19,7 @@ class ObjectStore(Protocol):
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
+    def delete(self, key: str) -> None: ...
     def keys(self, prefix: str = "") -> Iterator[str]: ...
     def url(self, key: str) -> str: ...
 
@@ -70,6 +71,10 @@ class FileStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        """Idempotent, as S3's DELETE is."""
+        self._path(key).unlink(missing_ok=True)
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         top = self.root / prefix.rpartition("/")[0]  # only the folder the prefix names, not the whole store
@@ -127,6 +132,9 @@ class S3Store:
 
     def get(self, key: str) -> bytes:
         return self._call("get_object", key)["Body"].read()
+
+    def delete(self, key: str) -> None:
+        self._call("delete_object", key)
 
     def exists(self, key: str) -> bool:
         try:

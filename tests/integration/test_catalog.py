@@ -53,6 +53,32 @@ def test_record_upserts_one_row_per_url(db_url: str) -> None:
     }
 
 
+INGESTED = {"error": None, "url_s3": "s3://b/raw/grass/ab.jpg", "sha256": "ab" * 32, "size_bytes": 10}
+FAILED = {"error": "upstream_timeout: slow", "url_s3": None, "sha256": None, "size_bytes": None}
+
+
+def test_state_only_moves_forward_whatever_order_the_attempts_finish_in(db_url: str) -> None:
+    engine = catalog.open_catalog(db_url)
+    url = canonical("grass", 7)
+    catalog.record(engine, url, "grass", status="ingested", **INGESTED)
+    catalog.record(engine, url, "grass", status="failed", **FAILED)  # a slow failed attempt ends later
+    catalog.record(
+        engine, url, "dandelion", status="ingested", **INGESTED | {"url_s3": "s3://b/raw/d/ab.jpg"}
+    )
+    row = catalog.get(engine, url)
+    assert row is not None
+    assert (row["status"], row["label"], row["url_s3"], row["sha256"]) == (
+        "ingested",
+        "grass",
+        INGESTED["url_s3"],
+        "ab" * 32,
+    )
+    other = canonical("grass", 8)
+    catalog.record(engine, other, "grass", status="failed", **FAILED)
+    catalog.record(engine, other, "grass", status="ingested", **INGESTED)  # a retry that succeeds
+    assert catalog.get(engine, other)["status"] == "ingested"  # type: ignore[index]
+
+
 def test_not_ingested_lists_pending_and_failed_oldest_first(db_url: str) -> None:
     engine = catalog.open_catalog(db_url)
     catalog.seed(engine)

@@ -230,6 +230,18 @@ def test_concurrent_requests_for_one_url_leave_one_row_and_one_object(service: S
     assert len(service.raw_keys()) == objects + 1
 
 
+def test_concurrent_requests_with_conflicting_labels_let_one_label_win(service: Service) -> None:
+    url = canonical("dandelion", 51)
+    objects = len(service.raw_keys())
+    labels = ["dandelion", "grass"] * 5
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(lambda label: (label, service.post({"url": url, "label": label})), labels))
+    winner = catalog.get(service.engine, url)["label"]
+    assert {label for label, answer in answers if answer.status_code in (200, 201)} == {winner}
+    assert {answer.status_code for label, answer in answers if label != winner} == {409}
+    assert len(service.raw_keys()) == objects + 1  # the losing label's copy is not left behind
+
+
 @pytest.mark.parametrize(
     ("method", "path", "status", "body"),
     [

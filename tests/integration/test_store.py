@@ -24,6 +24,9 @@ def test_put_get_exists_keys_url(store_url: str) -> None:
     assert store.url("raw/grass/a.jpg").endswith("/raw/grass/a.jpg")
     with pytest.raises(NotFound, match=r"no object 'raw/none\.jpg'"):
         store.get("raw/none.jpg")
+    store.delete("raw/dandelion/b.jpg")
+    store.delete("raw/dandelion/b.jpg")  # idempotent
+    assert list(store.keys("raw/")) == ["raw/grass/a.jpg"]
 
 
 @pytest.mark.parametrize("key", ["", "/abs", "a/../b", "a//b", "./a"])
