@@ -1,7 +1,14 @@
+import contextlib
+import dataclasses
+import http.server
+import threading
+import time
+
 import pytest
 
-from functions.lib.errors import BadRequest
-from functions.lib.fetch import check_url, is_public
+from functions.lib.config import Settings
+from functions.lib.errors import BadRequest, UpstreamTimeout
+from functions.lib.fetch import check_url, download, is_public, make_session
 
 
 @pytest.mark.parametrize(
@@ -85,3 +92,40 @@ def test_long_malformed_and_credentialed_urls_are_refused(url: str, message: str
 
 def test_a_url_of_exactly_the_limit_passes() -> None:
     check_url("http://example.org/" + "a" * 2029)
+
+
+class _Drip(http.server.BaseHTTPRequestHandler):
+    """A source that sends its headers, then one byte every 0.2 s for a minute: never slow enough for a
+    per-read timeout, never done."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "300")
+        self.end_headers()
+        with contextlib.suppress(OSError):
+            for _ in range(300):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.2)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_the_download_deadline_holds_against_a_source_that_drips() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Drip)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings = dataclasses.replace(Settings.from_env({}), download_deadline=1.0)
+    started = time.monotonic()
+    try:
+        with pytest.raises(UpstreamTimeout, match="the download took over 1 s"):
+            download(
+                make_session(settings, allowed=lambda _: True),
+                f"http://127.0.0.1:{server.server_port}/",
+                settings,
+            )
+        assert time.monotonic() - started < 30  # the source would take 60 s
+    finally:
+        server.shutdown()
+        server.server_close()
