@@ -243,6 +243,21 @@ def record_in(connection: Connection, url: str, label: str, **fields: Any) -> No
     _upsert(connection, [row], update=[k for k in row if k not in ("url_source", "url_hash")])
 
 
+def record_failure(engine: Engine, url: str, error: str) -> bool:
+    """Say why the last attempt at a catalogued row failed; returns whether a row took it. Only a pending
+    or failed row does: a URL nobody catalogued leaves nothing behind (anyone may post one), and a row
+    another attempt ingested, or an admin excluded, stays as it is."""
+    statement = (
+        update(plants_data)
+        .where(plants_data.c.url_hash == url_hash(url), plants_data.c.status.in_(("pending", "failed")))
+        .values(
+            status="failed", error=error, url_s3=None, sha256=None, size_bytes=None, updated_at=func.now()
+        )
+    )
+    with unavailable_on_outage("catalog"), engine.begin() as connection:
+        return connection.execute(statement).rowcount > 0
+
+
 def get(engine: Engine, url: str) -> dict[str, Any] | None:
     query = select(*(plants_data.c[f] for f in ROW_FIELDS)).where(plants_data.c.url_hash == url_hash(url))
     with unavailable_on_outage("catalog"), engine.connect() as conn:

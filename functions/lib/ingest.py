@@ -64,16 +64,7 @@ class Ingestor:
                 self.settings.max_image_pixels,
             )
         except SOURCE_FAILURES as exc:
-            catalog.record(
-                self.engine,
-                url,
-                label,
-                status="failed",
-                error=f"{exc.code}: {exc}",
-                url_s3=None,
-                sha256=None,
-                size_bytes=None,
-            )
+            catalog.record_failure(self.engine, url, f"{exc.code}: {exc}")
             raise
         digest = hashlib.sha256(image).hexdigest()
         key = raw_key(label, digest)

@@ -183,6 +183,9 @@ def test_hostile_sources_are_refused_and_the_row_says_why(
     assert response.status_code == status
     assert response.json()["error"] == error
     assert response.json()["message"].startswith(message)
+    assert catalog.get(service.engine, url) is None  # nobody catalogued it: a refusal writes nothing
+    catalog.record(service.engine, url, "grass", status="pending")
+    assert service.post({"url": url, "label": "grass"}).status_code == status
     row = catalog.get(service.engine, url)
     assert (row["status"], row["url_s3"], row["sha256"]) == ("failed", None, None)
     assert row["error"].startswith(f"{error}: {message}")
@@ -304,6 +307,7 @@ def test_metric_labels_stay_bounded_whatever_clients_send(service: Service) -> N
 def test_private_addresses_are_refused_unless_allowed(tmp_path: Path, source: str) -> None:
     db_url, store_url = f"sqlite:///{tmp_path / 'c.db'}", (tmp_path / "o").as_uri()
     guarded = FunctionProcess("ingest-one-url", function_env(db_url, store_url, source, allow_private=False))
+    catalog.seed(catalog.open_catalog(db_url))  # the canonical row exists: its failure is recorded on it
     try:
         for url in (
             canonical("grass", 70),
