@@ -43,6 +43,7 @@ from functions.lib.errors import Unavailable
 from functions.lib.labels import LABELS
 
 STATUSES = ("pending", "ingested", "failed", "excluded")  # excluded: an admin took it out of training
+MAX_ATTEMPTS = 3  # failed ingestion attempts after which extraction stops retrying a row
 CANONICAL_PREFIX = "https://raw.githubusercontent.com/btphan95/greenr-airflow/refs/heads/master/data/"
 SEED_PER_LABEL = 200
 T = TypeVar("T")
@@ -73,6 +74,7 @@ plants_data = Table(
     Column("size_bytes", Integer),
     Column("status", String(16), nullable=False, server_default="pending"),
     Column("error", Text),
+    Column("attempts", Integer, nullable=False, server_default="0"),  # failed ingestion attempts
     Column("created_at", DateTime, nullable=False, server_default=func.current_timestamp()),
     # Maintained by MySQL itself (ON UPDATE, migration 0002), and by SQLAlchemy in UPDATEs on SQLite.
     Column(
@@ -251,7 +253,13 @@ def record_failure(engine: Engine, url: str, error: str) -> bool:
         update(plants_data)
         .where(plants_data.c.url_hash == url_hash(url), plants_data.c.status.in_(("pending", "failed")))
         .values(
-            status="failed", error=error, url_s3=None, sha256=None, size_bytes=None, updated_at=func.now()
+            status="failed",
+            error=error,
+            url_s3=None,
+            sha256=None,
+            size_bytes=None,
+            attempts=plants_data.c.attempts + 1,
+            updated_at=func.now(),
         )
     )
     with unavailable_on_outage("catalog"), engine.begin() as connection:
@@ -266,10 +274,12 @@ def get(engine: Engine, url: str) -> dict[str, Any] | None:
 
 
 def not_ingested(engine: Engine, limit: int = 0) -> list[dict[str, str]]:
-    """Rows still to ingest (pending, or failed last time), oldest first; never one an admin excluded."""
+    """Rows still to ingest (pending, or failed fewer than `MAX_ATTEMPTS` times), oldest first; never one
+    an admin excluded."""
+    table = plants_data.c
     query = (
-        select(plants_data.c.url_source, plants_data.c.label)
-        .where(plants_data.c.status.in_(("pending", "failed")))
+        select(table.url_source, table.label)
+        .where(or_(table.status == "pending", and_(table.status == "failed", table.attempts < MAX_ATTEMPTS)))
         .order_by(plants_data.c.id)
     )
     if limit > 0:

@@ -113,6 +113,12 @@ CREATE INDEX ix_plants_data_sha256 ON plants_data (sha256);
 
 UPDATE alembic_version SET version_num='0004' WHERE alembic_version.version_num = '0003';
 
+-- Running upgrade 0004 -> 0005
+
+ALTER TABLE plants_data ADD COLUMN attempts INTEGER NOT NULL DEFAULT '0';
+
+UPDATE alembic_version SET version_num='0005' WHERE alembic_version.version_num = '0004';
+
 INSERT IGNORE INTO plants_data (url_source, url_hash, label) VALUES
   ('https://raw.githubusercontent.com/btphan95/greenr-airflow/refs/heads/master/data/dandelion/00000000.jpg', '15e843073feb87a41fb3f08c332d88aed11cdc6a8cce35c75cc35423e0d81278', 'dandelion'),
   ('https://raw.githubusercontent.com/btphan95/greenr-airflow/refs/heads/master/data/dandelion/00000001.jpg', 'c9f23d0b4e1626fc12750e192dcbc4f9328a3b1138c045a6f970d984bff03c67', 'dandelion'),

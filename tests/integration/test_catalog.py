@@ -61,7 +61,7 @@ def test_state_only_moves_forward_whatever_order_the_attempts_finish_in(db_url: 
     engine = catalog.open_catalog(db_url)
     url = canonical("grass", 7)
     catalog.record(engine, url, "grass", status="ingested", **INGESTED)
-    catalog.record(engine, url, "grass", status="failed", **FAILED)  # a slow failed attempt ends later
+    assert not catalog.record_failure(engine, url, "upstream_timeout: slow")  # a slow failure ends later
     catalog.record(
         engine, url, "dandelion", status="ingested", **INGESTED | {"url_s3": "s3://b/raw/d/ab.jpg"}
     )
@@ -77,6 +77,22 @@ def test_state_only_moves_forward_whatever_order_the_attempts_finish_in(db_url: 
     catalog.record(engine, other, "grass", status="failed", **FAILED)
     catalog.record(engine, other, "grass", status="ingested", **INGESTED)  # a retry that succeeds
     assert catalog.get(engine, other)["status"] == "ingested"  # type: ignore[index]
+
+
+def test_a_row_that_keeps_failing_stops_being_listed_and_an_uncatalogued_url_writes_nothing(
+    db_url: str,
+) -> None:
+    engine = catalog.open_catalog(db_url)
+    catalog.seed(engine)
+    broken = canonical("grass", 9)
+    for attempt in range(catalog.MAX_ATTEMPTS):
+        assert {"url": broken, "label": "grass"} in catalog.not_ingested(engine)
+        assert catalog.record_failure(engine, broken, f"upstream_error: HTTP 500 ({attempt})")
+    assert {"url": broken, "label": "grass"} not in catalog.not_ingested(engine)
+    assert len(catalog.not_ingested(engine)) == 399
+    assert catalog.get(engine, broken)["error"] == "upstream_error: HTTP 500 (2)"  # type: ignore[index]
+    assert not catalog.record_failure(engine, "https://nobody.example/x.jpg", "url_refused: private")
+    assert catalog.count(engine) == 400
 
 
 def test_not_ingested_lists_pending_and_failed_oldest_first(db_url: str) -> None:
