@@ -142,10 +142,10 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes] | None = None, timeo
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"{url}: the process exited with code {process.returncode}")
         try:
-            if requests.get(url, timeout=2).status_code == 200:
+            if requests.get(url, timeout=5).status_code == 200:
                 return
-        except requests.ConnectionError:
-            pass
+        except (requests.ConnectionError, requests.Timeout):
+            pass  # not listening yet, or busy with its cold start on a loaded machine: ask again
         time.sleep(0.2)
     raise TimeoutError(f"{url} did not become healthy in {timeout:.0f} s")
 
