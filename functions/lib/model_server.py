@@ -98,8 +98,10 @@ class LoadedModel:
 
 
 class ModelFiles:
-    """Models fetched from the store once into a local FileStore (same keys), checked against the
-    pointer's digest."""
+    """Models fetched from the store once into a local FileStore (same keys). The local copy is trusted
+    only as far as it checks out: `metadata.json` is read from the store whenever it answers (a few
+    hundred bytes; the local copy serves when the store is down), and the model must match the digest
+    the pointer gives or, for a pinned version, the one its metadata recorded at export."""
 
     def __init__(self, store: ObjectStore, directory: Path, threads: int) -> None:
         self.store = store
@@ -113,17 +115,28 @@ class ModelFiles:
         self.cache.put(key, data)
         return data
 
+    def _metadata(self, version: str) -> dict[str, Any]:
+        try:
+            return json.loads(self._get(metadata_key(version), refetch=True))
+        except Unavailable:
+            if not self.cache.exists(metadata_key(version)):
+                raise
+            return json.loads(self.cache.get(metadata_key(version)))
+
     def load(self, version: str, sha256: str | None) -> LoadedModel:
-        """The model, from the local copy unless it is missing or does not match `sha256` (when given)."""
+        """The model, from the local copy unless it is missing or does not match `sha256` (the pointer's)
+        or, without one, the digest its metadata recorded."""
+        metadata = self._metadata(version)
+        expected = sha256 or metadata.get("model_sha256")
         onnx_bytes = self._get(model_key(version), refetch=False)
         digest = _sha256(onnx_bytes)
-        stale = sha256 is not None and digest != sha256
-        if stale:
+        if expected is not None and digest != expected:
             onnx_bytes = self._get(model_key(version), refetch=True)
             digest = _sha256(onnx_bytes)
-        if sha256 is not None and digest != sha256:
-            raise Unavailable(f"model {version} in the store has sha256 {digest}, not the pointer's {sha256}")
-        metadata = json.loads(self._get(metadata_key(version), refetch=stale))
+        if expected is not None and digest != expected:
+            raise Unavailable(
+                f"model {version} in the store has sha256 {digest}, not the expected {expected}"
+            )
         classifier = OnnxClassifier(onnx_bytes, Preprocessing.from_dict(metadata), self.threads)
         size = classifier.prep.input_size
         classifier.probabilities(np.zeros((1, 3, size, size), dtype=np.float32))  # warm-up

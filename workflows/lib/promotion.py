@@ -59,6 +59,7 @@ def metadata(model: ModelVersion) -> dict[str, Any]:
         "dataset_version": model.dataset_version,
         "metrics": model.metrics,
         "num_parameters": model.num_parameters,
+        "model_sha256": hashlib.sha256(model.onnx_bytes).hexdigest(),  # what a cached copy is checked against
         "mlflow_run_id": model.run_id,
         "code_version": model.code_version,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
