@@ -14,6 +14,7 @@ writes it as an output parameter of its own beside its JSON output.
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Mapping
 
 from hera.workflows import (
@@ -39,6 +40,15 @@ step = functools.partial(
     image=IMAGE,
     env_from=[ConfigMapEnvFrom(name="dandelion-config"), SecretEnvFrom(name="dandelion-secrets")],
 )
+
+
+# A step's progress: lines on its stderr that start with this. Argo shows them in the step's log; the
+# local runner relays them to its own log as they come (what `dandelion up` shows while training).
+PROGRESS = "progress: "
+
+
+def report_progress(message: str) -> None:
+    print(f"{PROGRESS}{message}", file=sys.stderr, flush=True)
 
 
 # Workflow durations from a quick extraction to a long training: 10 s to 2 h.

@@ -1,6 +1,7 @@
 """Step functions for the runner tests, run through Hera's runner in a process of their own, as a pod
 runs them."""
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -57,3 +58,13 @@ def silent() -> None:
 
 def double(data: dict) -> int:
     return 2 * data["n"]
+
+
+def chatty(count: int) -> Annotated[int, Parameter(name="count")]:
+    """Reports its progress as a training step does."""
+    from workflows.argo import report_progress
+
+    for step in range(count):
+        report_progress(f"step {step + 1} of {count}")
+    print("not progress", file=sys.stderr)
+    return count

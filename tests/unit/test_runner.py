@@ -254,3 +254,27 @@ def test_when_compares_as_argo_does(expression: str, holds: bool) -> None:
 def test_a_when_beyond_a_comparison_is_refused_by_name() -> None:
     with pytest.raises(WorkflowFailed, match="only `a == b` and `a != b` are evaluated locally"):
         when_holds("a == a && b == b")
+
+
+def test_a_steps_progress_lines_reach_the_runners_log(caplog: pytest.LogCaptureFixture) -> None:
+    flow = template(
+        "chatty",
+        [],
+        [
+            dag(
+                [
+                    {
+                        "name": "talk",
+                        "template": "talk",
+                        "arguments": {"parameters": [{"name": "count", "value": "3"}]},
+                    }
+                ],
+                {"count": "{{tasks.talk.outputs.parameters.count}}"},
+            ),
+            script("talk", "chatty", [{"name": "count"}], outputs=("count",)),
+        ],
+    )
+    with caplog.at_level("INFO", logger="dandelion.runner"):
+        assert LocalRunner([flow]).run("chatty").parameters == {"count": "3"}
+    relayed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("talk: ")]
+    assert relayed == ["talk: step 1 of 3", "talk: step 2 of 3", "talk: step 3 of 3"]

@@ -32,6 +32,7 @@ from functions.lib.layout import MODEL_NAME, manifest_key
 from functions.lib.preprocessing import Preprocessing
 from functions.lib.store import ObjectStore
 from functions.lib.submissions import Suspect
+from workflows.argo import report_progress
 from workflows.lib import dataset
 from workflows.lib.evaluation import Report, confusion_figure
 
@@ -135,6 +136,9 @@ def train_run(
 
         def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
             mlflow.log_metrics(metrics, step=epoch)
+            report_progress(
+                f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
+            )
 
         fitted = fit(backbone, config, store, examples, log_epoch)
         mlflow.log_params({f"prep_{k}": v for k, v in fitted.prep.to_dict().items()})

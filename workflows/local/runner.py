@@ -29,14 +29,18 @@ import re
 import runpy
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from workflows.argo import PROGRESS
 
 if TYPE_CHECKING:  # workflow_metrics imports this module's expressions
     from workflows.local.workflow_metrics import WorkflowMetrics
@@ -185,6 +189,38 @@ def _retries(template: Mapping[str, Any]) -> tuple[int, float, float]:
     backoff = strategy.get("backoff") or {}
     duration = str(backoff.get("duration", "0")).removesuffix("s")
     return int(strategy.get("limit", 0)), float(duration or 0), float(backoff.get("factor", 1) or 1)
+
+
+@contextmanager
+def _relaying_progress(step: str, stderr: Path) -> Iterator[None]:
+    """While a pod runs, relay the progress lines of its stderr (`workflows.argo.PROGRESS`) to this log as
+    they come, as `kubectl logs -f` would show them."""
+    done = threading.Event()
+
+    def relay() -> None:
+        offset = 0
+        while True:
+            finished = done.is_set()
+            if stderr.exists():
+                with stderr.open("rb") as log_file:
+                    log_file.seek(offset)
+                    text = log_file.read()
+                complete = text[: text.rfind(b"\n") + 1]
+                offset += len(complete)
+                for line in complete.decode(errors="replace").splitlines():
+                    if line.startswith(PROGRESS):
+                        log.info("%s: %s", step, line.removeprefix(PROGRESS))
+            if finished:
+                return
+            done.wait(0.5)
+
+    thread = threading.Thread(target=relay, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def _exception_line(pod_log: str) -> str:
@@ -401,7 +437,8 @@ class LocalRunner:
             source = pod / "source"  # Argo writes the script's source to a file and passes its path last
             source.write_text(substitute(template["script"].get("source", ""), scope))
             stdout, stderr = pod / "stdout", pod / "stderr"
-            code = self.pods.run([*args, str(source)], env, stdout, stderr)
+            with _relaying_progress(template["name"], stderr):
+                code = self.pods.run([*args, str(source)], env, stdout, stderr)
             if code != 0:  # the pod failed: its log is shown, and the exception's line is the reason
                 pod_log = stderr.read_text(errors="replace").strip()
                 log.warning("%s exited with code %d:\n%s", template["name"], code, pod_log[-STDERR_TAIL:])
