@@ -3,10 +3,13 @@ server, the three functions, the web app, the retrain webhook, Prometheus and Al
 extracts all 400 images from a loopback mirror, trains (one epoch here) and serves the champion. Then
 people correct the model: the real Prometheus sees the corrected-prediction ratio pass its threshold,
 fires the live-quality alert, the real Alertmanager posts it to the webhook, and train-model runs once
-on a snapshot that holds the corrections. Every dashboard panel and recording rule then returns data
-from that Prometheus. On the way out every process stops and the environment is restored."""
+on a snapshot that holds the corrections; then enough newly accepted labels start the next training
+through validate-label's CloudEvent, on a snapshot that holds them. Every dashboard panel and recording
+rule then returns data from that Prometheus. On the way out every process stops and the environment
+is restored."""
 
 import hashlib
+import io
 import json
 import os
 import time
@@ -16,6 +19,7 @@ import pytest
 import requests
 import yaml
 from gradio_client import Client
+from PIL import Image
 
 from functions.lib import catalog, retrain
 from functions.lib.config import Settings
@@ -33,6 +37,7 @@ pytestmark = pytest.mark.e2e
 CLEARED = ("MLFLOW_TRACKING_URI", "DANDELION_DB_URL", "DANDELION_STORE_URL", "DANDELION_SOURCE_MIRROR")
 TOKEN = "local-admin-token"
 CORRECTED = 25  # reviewed predictions, all corrected: past the alert's 20 reviews and 20 %
+NEW_LABELS = 26  # accepted labels that start a retraining: the corrections alone stay below it
 DASHBOARDS = Path(__file__).parents[2] / "observability" / "grafana" / "dashboards"
 
 
@@ -54,13 +59,26 @@ def correct(urls: dict[str, str], image: bytes, name: str) -> str:
     """Ask predict, then submit the other label with what the model said, and accept it as an admin."""
     said = requests.post(f"{urls['predict']}/predict", files={"file": (name, image)}, timeout=30).json()
     label = "grass" if said["predicted_class"] == "dandelion" else "dandelion"
+    keys = ("predicted_class", "confidence", "model_version")
+    accept(urls, image, name, label, {k: str(said[k]) for k in keys})
+    return label
+
+
+def new_photo(path: Path) -> bytes:
+    """A photo the catalog does not hold yet: a dataset photo turned a quarter, re-encoded."""
+    out = io.BytesIO()
+    Image.open(path).convert("RGB").rotate(90, expand=True).save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def accept(
+    urls: dict[str, str], image: bytes, name: str, label: str, said: dict[str, str] | None = None
+) -> None:
+    """Submit `image` with `label` (and what the model said, if anything), and accept it as an admin."""
     sent = requests.post(
         f"{urls['validate-label']}/submissions",
         files={"file": (name, image)},
-        data={
-            "label": label,
-            **{k: str(said[k]) for k in ("predicted_class", "confidence", "model_version")},
-        },
+        data={"label": label, **(said or {})},
         timeout=30,
     )
     assert (sent.status_code, sent.json()["new"]) == (202, True)
@@ -71,7 +89,6 @@ def correct(urls: dict[str, str], image: bytes, name: str) -> str:
         timeout=30,
     )
     assert decided.status_code == 200
-    return label
 
 
 def test_local_stack_trains_serves_retrains_when_live_quality_drops_and_stops_everything(
@@ -81,7 +98,7 @@ def test_local_stack_trains_serves_retrains_when_live_quality_drops_and_stops_ev
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DANDELION_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("DANDELION_ADMIN_TOKEN", TOKEN)
-    monkeypatch.setenv("DANDELION_RETRAIN_MIN_NEW_LABELS", "1000")  # here the alert retrains, not the count
+    monkeypatch.setenv("DANDELION_RETRAIN_MIN_NEW_LABELS", str(NEW_LABELS))  # more than the corrections
     parts = ("predict", "ingest-one-url", "validate-label", "web", "mlflow", "retrain-webhook")
     parts += ("workflow-metrics", "prometheus", "alertmanager")
     ports = {part: free_port() for part in parts}
@@ -127,6 +144,16 @@ def test_local_stack_trains_serves_retrains_when_live_quality_drops_and_stops_ev
         for data, label in zip(images, accepted, strict=True):
             assert f"raw/{label}/{hashlib.sha256(data).hexdigest()}.jpg,{label}," in manifest
         assert newest != manifest_key("")  # a real snapshot key
+
+        # Enough new labels, accepted by an admin, start the next training themselves (validate-label's
+        # CloudEvent to the webhook), and the next snapshot holds them.
+        labelled = [new_photo(DATASET / "dandelion" / f"{n:08d}.jpg") for n in range(30, 30 + NEW_LABELS)]
+        for n, data in enumerate(labelled):
+            accept(urls, data, f"d{n}.jpg", "dandelion")
+        wait_for(lambda: any(line.startswith("retrain (labels): ") for line in lines), 300)
+        manifest = store.get(max(store.keys("datasets/"), key=lambda key: len(store.get(key)))).decode()
+        for data in labelled:
+            assert f"raw/dandelion/{hashlib.sha256(data).hexdigest()}.jpg,dandelion," in manifest
 
         # Every dashboard panel and every recording rule returns data from the stack's Prometheus.
         panels = [
