@@ -58,6 +58,7 @@ def test_publish_writes_the_pointer_last(tmp_path: Path) -> None:
         "dataset_version": "d-1",
         "metrics": {"test_accuracy": 0.97},
         "num_parameters": 1000,
+        "model_sha256": hashlib.sha256(b"onnx-bytes").hexdigest(),
         "mlflow_run_id": "run-7",
         "code_version": "abc",
     }
