@@ -17,11 +17,11 @@ import yaml
 from observability.grafana import provision
 from observability.grafana.dashboards import DASHBOARDS, DATASOURCE_UID, expressions, render
 from tests.support import ROOT
+from workflows.local.monitoring import CONFIGS
 
 COMMITTED = ROOT / "observability" / "grafana" / "dashboards"
 PROVISIONING = ROOT / "observability" / "grafana" / "provisioning"
-RULES = ROOT / "observability" / "prometheus" / "rules.yml"
-PROMTOOL = shutil.which("promtool")
+RULES = CONFIGS / "rules.yml"
 
 HISTOGRAMS = {
     "dandelion_http_request_duration_seconds",
@@ -162,15 +162,14 @@ def test_every_recorded_series_the_dashboards_read_is_recorded_by_the_rules() ->
     assert used <= recorded
 
 
-@pytest.mark.skipif(
-    shutil.which("promtool") is None, reason="promtool (Debian's prometheus package) is not installed"
-)
 def test_every_expression_parses_as_promql(tmp_path: Path) -> None:
     """promtool checks a rule file's expressions with Prometheus' own parser: one recording rule each."""
     rules = [{"record": f"dashboard:expression:{n}", "expr": expr} for n, expr in enumerate(ALL_EXPRESSIONS)]
     path = tmp_path / "dashboards.rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
-    result = subprocess.run([str(PROMTOOL), "check", "rules", str(path)], capture_output=True, text=True)
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: `make test` installs Debian's prometheus package"
+    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

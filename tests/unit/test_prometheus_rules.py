@@ -3,21 +3,19 @@
 the Alertmanager config; and the facts the rules share with the rest of the code."""
 
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
 
 from workflows import defaults
+from workflows.local.monitoring import CONFIGS
 from workflows.retrain_events import ENDPOINTS, PORT
-
-PROMETHEUS = Path(__file__).parents[2] / "observability" / "prometheus"
 
 
 def rules() -> list[dict]:
     return [
         rule
-        for group in yaml.safe_load((PROMETHEUS / "rules.yml").read_text())["groups"]
+        for group in yaml.safe_load((CONFIGS / "rules.yml").read_text())["groups"]
         for rule in group["rules"]
     ]
 
@@ -33,12 +31,12 @@ def rules() -> list[dict]:
     ids=" ".join,
 )
 def test_prometheus_tools_accept_the_files(command: list[str]) -> None:
-    done = subprocess.run(command, cwd=PROMETHEUS, capture_output=True, text=True, check=False)
+    done = subprocess.run(command, cwd=CONFIGS, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_every_rule_has_a_unit_test() -> None:
-    tests = yaml.safe_load((PROMETHEUS / "tests" / "rules_test.yml").read_text())["tests"]
+    tests = yaml.safe_load((CONFIGS / "tests" / "rules_test.yml").read_text())["tests"]
     tested_alerts = {case["alertname"] for test in tests for case in test.get("alert_rule_test", [])}
     tested_exprs = " ".join(case["expr"] for test in tests for case in test.get("promql_expr_test", []))
     for rule in rules():
@@ -50,7 +48,7 @@ def test_every_rule_has_a_unit_test() -> None:
 
 def test_the_quality_alert_reaches_the_retrain_webhook() -> None:
     assert defaults.QUALITY_ALERT in {rule.get("alert") for rule in rules()}
-    config = yaml.safe_load((PROMETHEUS / "alertmanager.yml").read_text())
+    config = yaml.safe_load((CONFIGS / "alertmanager.yml").read_text())
     route = next(
         r for r in config["route"]["routes"] if r["matchers"] == [f'alertname="{defaults.QUALITY_ALERT}"']
     )

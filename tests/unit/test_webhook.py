@@ -41,7 +41,6 @@ def test_events_start_one_training_at_a_time_within_the_hourly_budget() -> None:
         assert requests.post(f"{url}/alerts", data=b"{", timeout=5).status_code == 400
         assert post("/elsewhere", FIRING) == 404
         assert started == ["labels", "alertmanager"]
-        assert webhook.received == {"labels": 1, "alertmanager": 5}
     finally:
         webhook.shutdown()
         webhook.server_close()

@@ -12,7 +12,6 @@ import json
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 
 from workflows.retrain_events import ENDPOINTS, RETRAINS_PER_HOUR, matches
@@ -27,7 +26,6 @@ class RetrainWebhook(http.server.ThreadingHTTPServer):
         self.running = threading.Lock()
         self.events = {endpoint: name for name, endpoint in ENDPOINTS.items()}
         self.started: list[float] = []  # when each training started (time.monotonic())
-        self.received: Counter[str] = Counter()  # events received, by event name
         super().__init__(("127.0.0.1", port), _Handler)
 
     def start(self) -> RetrainWebhook:
@@ -40,7 +38,6 @@ class RetrainWebhook(http.server.ThreadingHTTPServer):
             payload = {"body": json.loads(body)}
         except ValueError:
             return 400
-        self.received[event_name] += 1
         if not matches(event_name, payload):
             return 204  # not an event that retrains: accepted and ignored, as the Sensor filters it
         if not self.running.acquire(blocking=False):
