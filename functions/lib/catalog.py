@@ -111,22 +111,43 @@ def seed_urls() -> list[tuple[str, str]]:
     ]
 
 
+# A server that stops answering (frozen, partitioned away) fails a request instead of hanging it: PyMySQL
+# waits for a connection's greeting and for every answer without a limit unless told. A catalog query
+# takes milliseconds; only the schema migration waits longer, for its lock.
+CONNECT_TIMEOUT = 5
+QUERY_TIMEOUT = 10
+
+
+def _mysql_engine(db_url: str, read_timeout: int) -> Engine:
+    # Sessions in UTC, as SQLite's CURRENT_TIMESTAMP is: every time in the catalog is UTC.
+    return create_engine(
+        db_url,
+        pool_pre_ping=True,
+        pool_recycle=3600,
+        connect_args={
+            "init_command": "SET time_zone = '+00:00'",
+            "connect_timeout": CONNECT_TIMEOUT,
+            "read_timeout": read_timeout,
+            "write_timeout": read_timeout,
+        },
+    )
+
+
 def open_catalog(db_url: str) -> Engine:
     """Connect, and bring the schema to the head migration: every process may be the first to start."""
     if db_url.startswith("sqlite:///"):
         Path(db_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(db_url, connect_args={"timeout": 30})
+        engine = migrator = create_engine(db_url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        # Sessions in UTC, as SQLite's CURRENT_TIMESTAMP is: every time in the catalog is UTC.
-        engine = create_engine(
-            db_url,
-            pool_pre_ping=True,
-            pool_recycle=3600,
-            connect_args={"init_command": "SET time_zone = '+00:00'"},
-        )
-    with unavailable_on_outage("catalog"):
-        schema.upgrade(engine)
+        engine = _mysql_engine(db_url, QUERY_TIMEOUT)
+        migrator = _mysql_engine(db_url, schema.LOCK_SECONDS + QUERY_TIMEOUT)
+    try:
+        with unavailable_on_outage("catalog"):
+            schema.upgrade(migrator)
+    finally:
+        if migrator is not engine:
+            migrator.dispose()
     return engine
 
 
@@ -333,11 +354,17 @@ def count(engine: Engine) -> int:
         return conn.execute(select(func.count()).select_from(plants_data)).scalar_one()
 
 
-def counts_by_status(engine: Engine) -> dict[str, int]:
-    query = select(plants_data.c.status, func.count()).group_by(plants_data.c.status)
+def counts_by_status_and_label(engine: Engine) -> dict[str, dict[str, int]]:
+    """Rows by status, then by label; every status and label present, zeros included."""
+    columns = (plants_data.c.status, plants_data.c.label)
+    query = select(*columns, func.count()).group_by(*columns)
     with unavailable_on_outage("catalog"), engine.connect() as conn:
-        found = {status: n for status, n in conn.execute(query)}
-    return {status: found.get(status, 0) for status in STATUSES}
+        found = {(status, label): n for status, label, n in conn.execute(query)}
+    return {status: {label: found.get((status, label), 0) for label in LABELS} for status in STATUSES}
+
+
+def counts_by_status(engine: Engine) -> dict[str, int]:
+    return {status: sum(by_label.values()) for status, by_label in counts_by_status_and_label(engine).items()}
 
 
 def mysql_init_sql() -> str:
