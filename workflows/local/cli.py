@@ -118,6 +118,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0  # not reached: the process is now the function
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from workflows.local import status
+
+    report = status.collect(_settings())
+    print(json.dumps(report, indent=2, default=str) if args.json else status.render(report))
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from workflows.local.stack import local_stack
 
@@ -141,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--serve-mirror", metavar="DIR", help="serve DIR as the offline mirror of the source URLs"
     )
     up.set_defaults(func=cmd_up)
+
+    status = commands.add_parser(
+        "status", help="the catalog, the champion and last runs, labels waiting, which services are up"
+    )
+    status.add_argument("--json", action="store_true", help="print the report as JSON")
+    status.set_defaults(func=cmd_status)
 
     serve = commands.add_parser("serve", help="run one part in the foreground on $PORT (or its default port)")
     serve.add_argument("part", choices=sorted(SERVED))
