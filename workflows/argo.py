@@ -2,8 +2,9 @@
 
 A step is a Hera runner script in the workflows image: on Argo the pod runs
 `python -m hera.workflows.runner -e <module>:<function>`, and the local runner makes the same call.
-Configuration reaches the pod from the `dandelion-config` ConfigMap and the `dandelion-secrets` Secret:
-the same variables the local processes read from their environment.
+Configuration reaches the pod from the `dandelion-config` ConfigMap, and the credentials of its
+workflow's database and S3 users from that workflow's own Secret, to the steps that use them only: the
+same variables the local processes read from their environment.
 
 Metrics are Argo's own custom metrics: the controller emits them when a workflow or a step completes,
 under `argo_workflows_<name>`, and the local runner emits them the same way (workflows.local.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Mapping
+from typing import Any
 
 from hera.workflows import (
     ConfigMapEnvFrom,
@@ -32,14 +34,16 @@ from hera.workflows.models import Mutex, Synchronization, ValueFrom
 
 from workflows.defaults import IMAGE, SERVICE_ACCOUNT
 
-step = functools.partial(
-    script,
-    # The runner constructor imports the function from the installed package instead of pasting its
-    # source into the YAML: one definition, importable and testable like any other code.
-    constructor="runner",
-    image=IMAGE,
-    env_from=[ConfigMapEnvFrom(name="dandelion-config"), SecretEnvFrom(name="dandelion-secrets")],
-)
+
+def step(credentials: str | None = None, **kwargs: Any) -> Any:
+    """Hera's `script` decorator for a step, configured from `dandelion-config`; `credentials` names the
+    Secret of its workflow's users (workflows.defaults), for a step that opens the catalog or the object
+    store. The runner constructor imports the function from the installed package instead of pasting its
+    source into the YAML: one definition, importable and testable like any other code."""
+    env_from: list[ConfigMapEnvFrom | SecretEnvFrom] = [ConfigMapEnvFrom(name="dandelion-config")]
+    if credentials is not None:
+        env_from.append(SecretEnvFrom(name=credentials))
+    return script(constructor="runner", image=IMAGE, env_from=env_from, **kwargs)
 
 
 # A step's progress: lines on its stderr that start with this. Argo shows them in the step's log; the

@@ -22,6 +22,10 @@ QUALITY_ALERT = "DandelionLiveQualityDrop"
 
 # What every workflow runs as and in (platform/ defines both), and what the retrain Sensor runs as.
 SERVICE_ACCOUNT = "dandelion-workflows"
+# Each workflow's credentials (platform/README.md, "Secrets"): extract-images reads the catalog;
+# train-model reads it, queues suspected labels and uses the store's training prefixes.
+EXTRACT_CREDENTIALS = "dandelion-extract-images-secrets"
+TRAIN_CREDENTIALS = "dandelion-train-model-secrets"
 SENSOR_SERVICE_ACCOUNT = "dandelion-retrain-sensor"
 IMAGE = "dandelion-workflows:latest"
 

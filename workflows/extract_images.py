@@ -23,7 +23,7 @@ from workflows.lib import extraction
 OUTCOMES = ("ingested", "unchanged", "failed")
 
 
-@step()
+@step(credentials=defaults.EXTRACT_CREDENTIALS)
 def list_pending(
     limit: int = defaults.EXTRACT_LIMIT,
 ) -> Annotated[list[dict[str, str]], Parameter(name="rows")]:

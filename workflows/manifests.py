@@ -13,6 +13,7 @@ import yaml
 from hera.workflows import CronWorkflow, WorkflowTemplate
 
 from functions.lib.catalog import mysql_init_sql
+from functions.lib.privileges import mysql_grants_sql
 from workflows import extract_images, retrain_events, train_model, weekly_retrain
 
 # Argo object name -> its Hera builder; platform/argo/<name>.yaml is rendered from it.
@@ -28,7 +29,7 @@ def manifests() -> list[dict[str, Any]]:
 
 
 def rendered_files() -> dict[str, str]:
-    """Relative path under platform/ -> content: the Argo YAML, the MySQL init script, and the
+    """Relative path under platform/ -> content: the Argo YAML, the MySQL init script and grants, and the
     Prometheus Operator rule and Grafana dashboard ConfigMaps the kustomize base deploys."""
     files = {f"argo/{name}.yaml": build().to_yaml() for name, build in WORKFLOWS.items()}
     for name, manifest in (
@@ -37,6 +38,7 @@ def rendered_files() -> dict[str, str]:
     ):
         files[f"argo-events/{name}.yaml"] = yaml.safe_dump(manifest, sort_keys=False)
     files["mysql/init.sql"] = mysql_init_sql()
+    files["mysql/grants.sql"] = mysql_grants_sql()
     files["base/monitoring/prometheusrule.yaml"] = prometheus_rule()
     files["base/monitoring/grafana-dashboards.yaml"] = grafana_dashboards()
     return files

@@ -41,7 +41,7 @@ def _store() -> ObjectStore:
     return open_store(Settings.from_env().store_url)
 
 
-@step()
+@step(credentials=defaults.TRAIN_CREDENTIALS)
 def snapshot_dataset() -> Snapshot:
     """Freeze the ingested rows into a manifest; the same rows give the same version."""
     settings = Settings.from_env()
@@ -52,7 +52,7 @@ def snapshot_dataset() -> Snapshot:
 
 
 # Training holds every resized image and the epoch's augmented batch in memory: ask for it.
-@step(resources=Resources(cpu_request=2, memory_request="3Gi"))
+@step(credentials=defaults.TRAIN_CREDENTIALS, resources=Resources(cpu_request=2, memory_request="3Gi"))
 def train_model(
     snapshot: dict[str, Any], epochs: int = defaults.EPOCHS, seed: int = defaults.SEED
 ) -> Trained:
@@ -63,7 +63,7 @@ def train_model(
     return snapshot | tracking.train_run(_store(), snapshot, backbone, epochs, seed)
 
 
-@step(resources=Resources(cpu_request=2, memory_request="2Gi"))
+@step(credentials=defaults.TRAIN_CREDENTIALS, resources=Resources(cpu_request=2, memory_request="2Gi"))
 def audit_labels(trained: dict[str, Any], seed: int = defaults.SEED) -> Audited:
     """Find the images whose label looks wrong, log them to the run, queue them for an admin. Features
     come from the cache training filled; only the test split's are computed here, once."""
@@ -76,13 +76,14 @@ def audit_labels(trained: dict[str, Any], seed: int = defaults.SEED) -> Audited:
 
 
 @step(
+    credentials=defaults.TRAIN_CREDENTIALS,
     metrics=[
         step_gauge(
             "dandelion_training_test_accuracy",
             "Test accuracy of the last trained candidate, on its frozen test split",
             "{{outputs.parameters.test-accuracy}}",
         )
-    ]
+    ],
 )
 def evaluate_model(audited: dict[str, Any]) -> tuple[Evaluated, TestAccuracy]:
     """Test metrics of the exported ONNX model (what will serve) on the frozen test split, to MLflow;
@@ -106,13 +107,14 @@ def register_model(evaluated: dict[str, Any]) -> Registered:
 
 
 @step(
+    credentials=defaults.TRAIN_CREDENTIALS,
     metrics=[
         step_counter(
             "dandelion_promotions_total",
             "Candidates the quality gate judged, by outcome (promoted or rejected)",
             {"outcome": "{{outputs.parameters.outcome}}"},
         )
-    ]
+    ],
 )
 def promote_model(
     registered: dict[str, Any], min_accuracy: float = defaults.MIN_ACCURACY
@@ -130,7 +132,7 @@ def promote_model(
     return registered | decision, "promoted" if decision["promoted"] else "rejected"
 
 
-@step()
+@step(credentials=defaults.TRAIN_CREDENTIALS)
 def count_labels_trained(promoted: dict[str, Any]) -> LabelsLeft:
     """The training succeeded: the labels its snapshot held no longer count towards the next one."""
     from functions.lib import retrain

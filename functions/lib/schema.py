@@ -5,6 +5,9 @@ same migrations, so a fresh server, an old catalog and a new one all end at one 
 A catalog made before migrations existed (the table, no `alembic_version`) is the first revision's
 schema: it is stamped as such, then upgraded. Concurrent starts take a lock (MySQL's GET_LOCK, a file
 lock beside a SQLite database) so that one process migrates and the others find it done.
+
+On MySQL in a cluster only the schema's owner may migrate (functions.lib.privileges): a process whose
+user may not finds the schema behind and says so (503) until `dandelion migrate` has run.
 """
 
 from __future__ import annotations
@@ -20,11 +23,15 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy.exc import OperationalError
 
 from functions.lib.errors import Unavailable
 
 BASELINE = "0001"  # the schema `create_all` made before migrations
 LOCK_SECONDS = 120
+# MySQL's "command denied" errors: on the database (1044), a table (1142), a column (1143), or one
+# needing a privilege of the server's (1227).
+ACCESS_DENIED = {1044, 1142, 1143, 1227}
 
 
 def _config(
@@ -70,9 +77,19 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             return
     with engine.connect() as connection, _lock(engine, connection):
         config = _config(connection)
-        if current(connection) is None and inspect(connection).has_table("plants_data"):
-            command.stamp(config, BASELINE)  # made before migrations: it is the baseline's schema
-        command.upgrade(config, target)
+        found = current(connection)
+        try:
+            if found is None and inspect(connection).has_table("plants_data"):
+                command.stamp(config, BASELINE)  # made before migrations: it is the baseline's schema
+            command.upgrade(config, target)
+        except OperationalError as exc:
+            code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
+            if code not in ACCESS_DENIED:
+                raise
+            raise Unavailable(
+                f"the catalog's schema is at revision {found}, this code needs {target}, and database user "
+                f"{engine.url.username!r} may not migrate it: run `dandelion migrate` as the schema's owner"
+            ) from exc
         connection.commit()
 
 

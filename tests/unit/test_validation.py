@@ -44,10 +44,15 @@ def test_what_could_not_be_validated_is_listed(clean: Report) -> None:
 # Broken copies of platform/
 
 
+def real_secrets(folder: str, names: list[str]) -> list[str]:
+    """The overlays' uncommitted secrets/<workload>.env (and an old secrets.env): copies use the examples."""
+    return [n for n in names if n == "secrets.env" or (Path(folder).name == "secrets" and n.endswith(".env"))]
+
+
 @pytest.fixture
 def platform(tmp_path: Path) -> Path:
     copy = tmp_path / "platform"
-    shutil.copytree(ROOT / "platform", copy, ignore=shutil.ignore_patterns("secrets.env"))
+    shutil.copytree(ROOT / "platform", copy, ignore=real_secrets)
     return copy
 
 
@@ -139,7 +144,7 @@ def test_a_reference_to_a_secret_or_a_key_that_does_not_exist(platform: Path) ->
     found = problems(platform)
     key = re.compile(
         r"overlays/prod: Deployment/mlflow: spec\.template\.spec\.containers\[0\]\.env\[\d+\]\.valueFrom\."
-        r"secretKeyRef names key 'NO_SUCH_KEY', which Secret 'dandelion-platform-secrets-\w+' does not have"
+        r"secretKeyRef names key 'NO_SUCH_KEY', which Secret 'dandelion-mlflow-secrets-\w+' does not have"
     )
     assert any(key.fullmatch(line) for line in found), found
     assert any(
@@ -305,7 +310,7 @@ def test_a_dockerfile_hadolint_refuses(root: Path) -> None:
 
 
 def test_a_dockerignore_that_lets_the_virtualenv_in(root: Path) -> None:
-    own_copy(root, ".dockerignore").write_text(".git\n**/secrets.env\n")
+    own_copy(root, ".dockerignore").write_text(".git\n**/secrets/*.env\n")
     assert validation.check_dockerfile(root).problems == [
         ".dockerignore: does not keep .venv out of the build context"
     ]

@@ -4,7 +4,7 @@ exits 1 when there is any, 0 otherwise; what could not be validated is listed, n
 
 - Every kustomize overlay under `platform/overlays/` is rendered by `kubectl kustomize` (with the build
   arguments skaffold passes), in a copy of `platform/` where each `*.example` file stands in for its
-  uncommitted real file (`secrets.env`).
+  uncommitted real file (`secrets/<workload>.env`).
 - Every rendered object is validated against a schema: built-in kinds with `kubernetes-validate`
   (Kubernetes 1.33, strict: unknown fields are errors), Knative, Argo Workflows, Argo Events
   and Prometheus Operator kinds with `../shared/schemas/kubeconform`, unknown fields refused wherever a
@@ -838,8 +838,8 @@ def check_dockerfile(root: Path = ROOT) -> Report:
         for path in (
             ".venv",
             ".git",
-            "platform/overlays/dev/secrets.env",
-            "platform/overlays/prod/secrets.env",
+            "platform/overlays/dev/secrets/platform.env",
+            "platform/overlays/prod/secrets/platform.env",
         ):
             if not dockerignored(patterns, path):
                 report.problem(".dockerignore", f"does not keep {path} out of the build context")
