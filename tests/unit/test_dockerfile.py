@@ -255,7 +255,11 @@ def test_the_base_image_is_an_argument_with_a_pinned_tag() -> None:
 def test_every_target_runs_as_the_non_root_user_the_base_creates() -> None:
     base_run = run_text("base")
     assert f"useradd --no-log-init --uid {UID}" in base_run
-    assert "python3 -m venv /opt/venv" in base_run
+    assert "python3 -m venv --without-pip /opt/venv" in base_run
+    # pip arrives in the layer that installs with it, so that no layer keeps the base's older pip.
+    assert re.search(
+        r"python -m ensurepip .*pip install --no-cache-dir -r /opt/dandelion/pip.txt", run_text("serving")
+    )
     for target in TARGETS:
         users = instructions(target, "USER")
         assert users, f"{target} runs as root"
