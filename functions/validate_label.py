@@ -11,6 +11,7 @@ from functions.lib.submissions import Labeller
 from functions.lib.validate_api import routes
 
 API = HttpApi("validate-label", routes(on_first_call(Labeller.from_settings)))
+API.answer_unrouted()
 
 
 @functions_framework.http

@@ -10,6 +10,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 import pymysql
 import pytest
 import requests
+from hypothesis import settings
 from openapi_core import OpenAPI
 from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
 from openapi_core.templating.paths.exceptions import OperationNotFound, PathNotFound
@@ -35,9 +37,28 @@ from workflows.local.processes import (
     wait_healthy,
 )
 
+# What the training steps import (torch, MLflow: about 6 s a step here), loaded once by the runner's fork
+# server instead of by every step of every workflow the tests run.
+STEP_PRELOAD = "workflows.lib.tracking,workflows.lib.audit,workflows.lib.evaluation,workflows.lib.promotion"
+# The fork server is one per process and keeps the preload of the first `Pods` that started it: a test
+# that makes its own `Pods` passes this, so that whichever test runs first, the steps start fast.
+PODS_PRELOAD = ("workflows.extract_images", "workflows.train_model", *STEP_PRELOAD.split(","))
+
 
 def pytest_configure() -> None:
     disable_mlflow_telemetry()  # as the `dandelion` command does: tests run workflows in-process too
+    os.environ.setdefault("DANDELION_STEP_PRELOAD", STEP_PRELOAD)
+
+
+# Hypothesis: `make test` runs the same examples every time (derandomized, no example database) and fails
+# an example that takes a thousand times what it should; `make fuzz` (--hypothesis-profile fuzz) runs
+# fifty times as many, fresh each run. A failure prints the blob that replays it (@reproduce_failure):
+# once schemathesis has built a schema, it blanks the values in Hypothesis's reports for the whole session.
+DEADLINE = timedelta(seconds=5)
+PROFILE = {"database": None, "deadline": DEADLINE, "print_blob": True}
+settings.register_profile("test", max_examples=100, derandomize=True, **PROFILE)
+settings.register_profile("fuzz", max_examples=5000, **PROFILE)
+settings.load_profile("test")
 
 
 MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
@@ -61,17 +82,24 @@ def mysql_server() -> Iterator[dict]:
     yield MYSQL
 
 
-@pytest.fixture
-def mysql_url(mysql_server: dict) -> Iterator[str]:
-    """A throw-away database for one test."""
+@contextlib.contextmanager
+def throwaway_database(server: dict) -> Iterator[str]:
+    """The URL of a new, empty database, dropped on exit."""
     name = f"dandelion_test_{uuid.uuid4().hex[:12]}"
-    conn = pymysql.connect(**mysql_server, autocommit=True)
+    conn = pymysql.connect(**server, autocommit=True)
     with conn.cursor() as cur:
         cur.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
     yield f"mysql+pymysql://root@127.0.0.1:3306/{name}?charset=utf8mb4"
     with conn.cursor() as cur:
         cur.execute(f"DROP DATABASE IF EXISTS {name}")
     conn.close()
+
+
+@pytest.fixture
+def mysql_url(mysql_server: dict) -> Iterator[str]:
+    """A throw-away database for one test."""
+    with throwaway_database(mysql_server) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "mysql"])
@@ -112,13 +140,18 @@ def s3_endpoint() -> Iterator[str]:
             os.environ[key] = value
 
 
-@pytest.fixture
-def s3_url(s3_endpoint: str) -> str:
+def new_bucket() -> str:
+    """The store URL of a new, empty bucket on moto's server (`s3_endpoint` must be running)."""
     import boto3
 
     bucket = f"dandelion-{uuid.uuid4().hex[:10]}"
     boto3.client("s3").create_bucket(Bucket=bucket)
     return f"s3://{bucket}/data"
+
+
+@pytest.fixture
+def s3_url(s3_endpoint: str) -> str:
+    return new_bucket()
 
 
 @pytest.fixture(params=["file", "s3"])

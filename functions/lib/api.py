@@ -3,12 +3,16 @@ request bodies and events, JSON logs and request metrics."""
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
+import io
 import json
 import logging
 import re
+import socket
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -17,12 +21,20 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import flask
+import functions_framework
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from werkzeug import exceptions as http_errors
 from werkzeug.routing import Map, Rule
 
 from functions.lib.config import Settings
-from functions.lib.errors import BadRequest, DandelionError, MethodNotAllowed, NotFound, TooLarge
+from functions.lib.errors import (
+    BadRequest,
+    DandelionError,
+    MethodNotAllowed,
+    NotFound,
+    RequestTimeout,
+    TooLarge,
+)
 
 Handler = Callable[..., flask.Response]  # (request, **the rule's variables) -> response
 
@@ -110,15 +122,13 @@ def error_body(path: str, exc: DandelionError) -> dict[str, str]:
 
 
 def error_response(path: str, exc: DandelionError) -> flask.Response:
-    body = json.dumps(error_body(path, exc))
-    if isinstance(exc, TooLarge):
-        # Streamed, because functions-framework reads the whole request body after any other
-        # answer: exactly what a size limit must not do.
-        response = flask.Response(iter([body]), status=exc.status, mimetype="application/json")
-    else:
-        response = flask.Response(body, status=exc.status, mimetype="application/json")
+    response = flask.Response(
+        json.dumps(error_body(path, exc)), status=exc.status, mimetype="application/json"
+    )
     if isinstance(exc, MethodNotAllowed):
         response.headers["Allow"] = ", ".join(exc.allow)  # RFC 9110: a 405 says what is allowed
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(exc.retry_after)  # RFC 9110: when a 503 is worth retrying
     return response
 
 
@@ -186,6 +196,13 @@ class HttpApi:
             message = "unexpected error; the function's log has the details"
             return route, json_response({"error": "internal_error", "message": message}, 500)
 
+    def answer_unrouted(self) -> None:
+        """Answer functions-framework's own 404s too (paths its router sends nowhere near the target: one
+        with a line break, /favicon.ico, /robots.txt), which would otherwise be Flask's HTML page: this
+        API then routes them, to its JSON 404, logged and counted. Called when functions-framework loads
+        the module; elsewhere its `errorhandler` is a stand-in that does nothing."""
+        functions_framework.errorhandler(404)(lambda _error: self.handle(flask.request))
+
     def handle(self, request: flask.Request) -> flask.Response:
         """Answer one request: what the functions-framework target calls."""
         configure_logging()
@@ -193,6 +210,11 @@ class HttpApi:
         try:
             started = time.perf_counter()
             route, response = self._answer(request)
+            if _body_pending(request) and not response.is_streamed:
+                # functions-framework reads whatever body is left after any answer that is not streamed,
+                # with no deadline: exactly what a size limit or a slow client must not get. Streamed,
+                # the rest is left to gunicorn, which drains it within its own bound or closes.
+                response.response = iter([response.get_data()])
             elapsed = time.perf_counter() - started
             response.headers[REQUEST_ID_HEADER] = request_id.get()
             self._record(request, route, response, elapsed)
@@ -222,15 +244,97 @@ def metrics(_request: flask.Request) -> flask.Response:
     return flask.Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
 
 
+# A request body must keep pace, whatever size it declares: it has BODY_GRACE_SECONDS, plus one second per
+# MIN_BODY_RATE bytes received (Apache's mod_reqtimeout `body=5,MinRate=65536`). A client that drips holds
+# one of the server's threads for seconds, not hours.
+BODY_GRACE_SECONDS = 5.0
+MIN_BODY_RATE = 64 * 1024  # bytes per second
+BODY_CHUNK = 64 * 1024
+_BODY_READ = "dandelion.body_read"  # in the WSGI environ once the whole body has been read
+
+
+def _body_pending(request: flask.Request) -> bool:
+    """Whether the request carries a body that nobody has read in full."""
+    carries = (
+        bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    )
+    return carries and _BODY_READ not in request.environ
+
+
+class _BodyPace:
+    """Watches one body as it is read: when it falls behind its pace, the connection's read side is shut
+    down, so that the read blocked under it returns (the ingest download's deadline does the same)."""
+
+    def __init__(self, connection: socket.socket | None) -> None:
+        self.connection = connection
+        self.started = time.monotonic()
+        self.deadline = self.started + BODY_GRACE_SECONDS
+        self.expired = False
+        self._done = threading.Event()
+        if connection is not None:  # gunicorn's socket; a test client has none, and no clock
+            threading.Thread(target=self._watch, daemon=True).start()
+
+    def expect(self, received: int, coming: int) -> None:
+        """`received` bytes are in and `coming` more are being read: when they must have arrived by."""
+        self.deadline = self.started + BODY_GRACE_SECONDS + (received + coming) / MIN_BODY_RATE
+
+    def _watch(self) -> None:
+        while not self._done.wait(max(0.0, self.deadline - time.monotonic())):
+            if time.monotonic() >= self.deadline:
+                self.expired = True
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RD)  # type: ignore[union-attr]
+                return
+
+    def close(self) -> None:
+        self._done.set()
+
+
+def _receive(request: flask.Request, limit: int) -> bytes:
+    """Read the body from the server's input at its pace, up to `limit` + 1 bytes."""
+    length = request.content_length  # None when chunked
+    source = request.environ["wsgi.input"]
+    pace = _BodyPace(request.environ.get("gunicorn.socket"))
+    chunks: list[bytes] = []
+    received = 0
+    try:
+        while length is None or received < length:
+            coming = BODY_CHUNK if length is None else min(BODY_CHUNK, length - received)
+            pace.expect(received, coming)
+            chunk = source.read(coming)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            received += len(chunk)
+            if received > limit:
+                raise TooLarge(f"the request body is over the {limit}-byte limit")
+    except DandelionError:
+        raise
+    except Exception as exc:  # the connection broke, or a malformed chunked encoding
+        if not pace.expired:
+            raise BadRequest(f"the request body could not be read: {type(exc).__name__}") from None
+    finally:
+        pace.close()
+    if pace.expired and received != length:  # all in just as the deadline passed is all in
+        seconds = time.monotonic() - pace.started
+        raise RequestTimeout(f"the request body did not keep pace: {received} bytes in {seconds:.0f} s")
+    if length is not None and received < length:
+        raise BadRequest(f"the request body ended after {received} of its {length} bytes")
+    return b"".join(chunks)
+
+
 def read_body(request: flask.Request, limit: int) -> bytes:
     """The whole body, refused with 413 from its Content-Length before anything is read, or (chunked)
-    as soon as it passes `limit`; later parsing (multipart) works from this copy."""
-    request.max_content_length = limit + 1  # a body of limit + 1 bytes tells "over" from "exactly"
-    try:
-        body = request.get_data(cache=True)
-    except http_errors.RequestEntityTooLarge:
-        body = None
-    if body is None or len(body) > limit:
+    as soon as it passes `limit`, and with 408 when it does not keep pace; later parsing (multipart)
+    works from this copy."""
+    if _BODY_READ not in request.environ:
+        if request.content_length is not None and request.content_length > limit:
+            raise TooLarge(f"the request body is over the {limit}-byte limit")
+        body = _receive(request, limit)
+        request.environ["wsgi.input"] = io.BytesIO(body)  # what Werkzeug reads and parses from here on
+        request.environ[_BODY_READ] = True
+    body = request.get_data(cache=True)
+    if len(body) > limit:
         raise TooLarge(f"the request body is over the {limit}-byte limit")
     return body
 
@@ -248,10 +352,12 @@ def read_event(request: flask.Request, limit: int) -> dict[str, Any]:
 
         try:
             data = from_http(dict(request.headers), body).data
-        except GenericException as exc:
-            raise BadRequest(f"not a valid CloudEvent: {exc}") from None
         except RecursionError:
             raise BadRequest(NESTED_TOO_DEEPLY) from None
+        # The library lets some malformed events through as Python's own errors: a specversion that is an
+        # object (TypeError), an id that is null or a body that is not UTF-8 (ValueError).
+        except (GenericException, TypeError, ValueError) as exc:
+            raise BadRequest(f"not a valid CloudEvent: {exc}") from None
     else:
         data = body
     if isinstance(data, bytes | str):

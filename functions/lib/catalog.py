@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +42,8 @@ from sqlalchemy.sql import Executable
 from functions.lib import schema
 from functions.lib.errors import Unavailable
 from functions.lib.labels import LABELS
+
+log = logging.getLogger("dandelion")
 
 STATUSES = ("pending", "ingested", "failed", "excluded")  # excluded: an admin took it out of training
 MAX_ATTEMPTS = 3  # failed ingestion attempts after which extraction stops retrying a row
@@ -161,7 +164,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 # MySQL error codes of an outage (cannot connect, gone away, lost, too many connections, lock timeouts),
 # as opposed to OperationalErrors that are our own mistakes (a CHECK constraint, say).
-_OUTAGE_CODES = {1040, 1205, 1213, 2002, 2003, 2006, 2013}
+# Errors that are the server's or its configuration's, never the client's: a 503 that says which, not a
+# 500. Lost or refused connections, lock waits and deadlocks; a user refused (wrong password, no grant on
+# the database or a table, a database that does not exist), as after a credential rotation half done.
+_OUTAGE_CODES = {1040, 1205, 1213, 2002, 2003, 2006, 2013} | {1044, 1045, 1049, 1142, 1143, 1698}
 DEADLOCK = 1213
 DEADLOCK_ATTEMPTS = 3
 
@@ -189,12 +195,14 @@ def retry_deadlocks(transaction: Callable[[], T]) -> T:
 
 @contextmanager
 def unavailable_on_outage(what: str) -> Iterator[None]:
-    """Turn a lost connection into Unavailable (503, retry later) instead of an unexplained 500."""
+    """Turn a lost connection into Unavailable (503, retry later) instead of an unexplained 500. The
+    driver's words (the server's address, the user refused) go to the log, not to an anonymous client."""
     try:
         yield
     except OperationalError as exc:
         if _is_outage(exc):
-            raise Unavailable(f"the {what} is unavailable: {exc.orig}") from exc
+            log.warning("the %s is unavailable: %s", what, exc.orig)
+            raise Unavailable(f"the {what} is unavailable") from exc
         raise
 
 

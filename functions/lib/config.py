@@ -54,6 +54,9 @@ class Settings:
     max_download_bytes: int = 10 * MiB
     max_image_pixels: int = 40_000_000  # a 12-megapixel phone photo passes, a decompression bomb does not
     max_images_per_request: int = 32  # predict: what one request may ask to classify
+    # The local runner's fork server imports these once, so that each step's process starts with them
+    # (faster steps; the fork server then keeps them resident). Empty: each step imports its own.
+    step_preload: tuple[str, ...] = ()
     # Bounds on what one ingestion may cost, whatever the source does (not configurable on purpose).
     connect_timeout: float = 5.0
     read_timeout: float = 15.0
@@ -97,6 +100,7 @@ class Settings:
             max_images_per_request=_positive_int(
                 env, "DANDELION_MAX_IMAGES_PER_REQUEST", cls.max_images_per_request
             ),
+            step_preload=tuple(m for m in (env.get("DANDELION_STEP_PRELOAD") or "").split(",") if m),
         )
 
     def rewrite_source(self, url: str) -> str:

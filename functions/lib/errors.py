@@ -1,4 +1,5 @@
-"""The exception hierarchy; each class carries the HTTP status it maps to (see functions.lib.api)."""
+"""The exception hierarchy; each class carries the HTTP status it maps to (see functions.lib.api), and a
+class worth retrying the seconds after which to retry (the answer's Retry-After)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ class DandelionError(Exception):
 
     status = 500
     code = "internal_error"
+    retry_after: int | None = None
 
 
 class ConfigError(DandelionError):
@@ -81,6 +83,14 @@ class Unavailable(DandelionError):
 
     status = 503
     code = "unavailable"
+    retry_after = 5
+
+
+class RequestTimeout(DandelionError):
+    """The client did not send its request body in time."""
+
+    status = 408
+    code = "request_timeout"
 
 
 class UpstreamTimeout(UpstreamError):

@@ -8,6 +8,7 @@ connecting, so a DNS answer that changes between the two cannot slip through.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 import threading
 from collections.abc import Callable
@@ -26,6 +27,13 @@ CHUNK = 64 * 1024
 
 
 MAX_URL_LENGTH = 2048  # the catalog's url_source column, and what browsers and servers commonly accept
+_USERINFO = re.compile(r"(?<=://)[^/?#@\s'\"]*@")
+
+
+def without_credentials(text: str) -> str:
+    """`text` with the `user:password@` of every URL in it masked: error messages are answered, kept in
+    the catalog and shown by extract-images' summary, and none of them may carry a password."""
+    return _USERINFO.sub("***@", text)
 
 
 def check_url(url: str) -> None:
@@ -33,13 +41,14 @@ def check_url(url: str) -> None:
     is written."""
     if len(url) > MAX_URL_LENGTH:
         raise BadRequest(f"URLs are limited to {MAX_URL_LENGTH} characters; this one has {len(url)}")
+    shown = without_credentials(url[:200])
     try:
         parsed = urlparse(url)
         parsed.port  # noqa: B018 - parsing the port is what checks it
     except ValueError:
-        raise BadRequest(f"not a valid URL: {url[:200]!r}") from None
+        raise BadRequest(f"not a valid URL: {shown!r}") from None
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise BadRequest(f"only absolute http and https URLs can be ingested, got {url[:200]!r}")
+        raise BadRequest(f"only absolute http and https URLs can be ingested, got {shown!r}")
     if parsed.username is not None or parsed.password is not None:
         raise BadRequest(
             "URLs carrying credentials (user:password@) are refused; they would be stored and shown"
@@ -47,11 +56,23 @@ def check_url(url: str) -> None:
 
 
 # IPv6 prefixes whose last 32 bits are an IPv4 address that the packet reaches: NAT64 (RFC 6052, and the
-# local-use prefix of RFC 8215) and the deprecated IPv4-compatible form (RFC 4291).
+# local-use prefix of RFC 8215), the deprecated IPv4-compatible form (RFC 4291) and SIIT's IPv4-translated
+# form (RFC 2765).
 _IPV4_IN_LOW_BITS = tuple(
-    ipaddress.IPv6Network(prefix) for prefix in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96")
+    ipaddress.IPv6Network(prefix) for prefix in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96", "::ffff:0:0:0/96")
 )
-_SITE_LOCAL = ipaddress.IPv6Network("fec0::/10")  # deprecated (RFC 3879), still routed inside some sites
+# Not globally reachable (IANA's special-purpose registries), whatever the running Python's `is_global`
+# says: its table is the one of its release, and 3.11's misses these.
+_NOT_GLOBAL = tuple(
+    ipaddress.ip_network(prefix)
+    for prefix in (
+        "192.0.0.0/24",  # IETF protocol assignments; 192.0.0.192 is a cloud metadata address (Oracle's)
+        "::/8",  # reserved by the IETF, beyond the forms above that carry an IPv4 address
+        "fec0::/10",  # site-local: deprecated (RFC 3879), still routed inside some sites
+        "5f00::/16",  # segment routing identifiers (RFC 9602): routed inside an operator's domain
+        "3fff::/20",  # documentation (RFC 9637)
+    )
+)
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
@@ -76,12 +97,10 @@ def is_public(address: str) -> bool:
     """
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address):
-        if ip in _SITE_LOCAL:
-            return False
         embedded = _embedded_ipv4(ip)
         if embedded:
-            return all(v4.is_global and not v4.is_multicast for v4 in embedded)
-    return ip.is_global and not ip.is_multicast
+            return all(is_public(str(v4)) for v4 in embedded)
+    return ip.is_global and not ip.is_multicast and not any(ip in network for network in _NOT_GLOBAL)
 
 
 def _refuse(host: str, port: int, allowed: Callable[[str], bool]) -> None:
@@ -96,17 +115,23 @@ def _refuse(host: str, port: int, allowed: Callable[[str], bool]) -> None:
 
 
 class _GuardMixin:
-    host: str
     port: int
     address_allowed: Callable[[str], bool]
 
+    def __init__(self, host: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(host, *args, **kwargs)  # type: ignore[call-arg]
+        # The name as given, which urllib3 resolves and connects to: its `host` drops a trailing dot, and
+        # with DNS search domains `name` and `name.` are different questions. The one checked must be the
+        # one connected to.
+        self.given_host = host
+
     def _new_conn(self) -> socket.socket:
-        _refuse(self.host, self.port, self.address_allowed)
+        _refuse(self.given_host, self.port, self.address_allowed)
         sock = super()._new_conn()  # type: ignore[misc]
         peer = sock.getpeername()[0]
         if not self.address_allowed(peer):
             sock.close()
-            raise URLRefused(f"{self.host!r} connected to {peer}, which is not a public address")
+            raise URLRefused(f"{self.given_host!r} connected to {peer}, which is not a public address")
         return sock
 
 
@@ -158,9 +183,13 @@ def download(session: requests.Session, url: str, settings: Settings) -> bytes:
     """The body of `url`, streamed under a size cap, per-read timeouts and an overall deadline."""
     cap = settings.max_download_bytes
     late = UpstreamTimeout(f"the download took over {settings.download_deadline:.0f} s")
+    answers: list[requests.Response] = []  # each answer, redirects included, as it arrives
     try:
         with session.get(
-            url, stream=True, timeout=(settings.connect_timeout, settings.read_timeout)
+            url,
+            stream=True,
+            timeout=(settings.connect_timeout, settings.read_timeout),
+            hooks={"response": lambda answer, **_: answers.append(answer)},
         ) as response:
             if response.status_code != 200:
                 raise UpstreamError(f"the source answered HTTP {response.status_code}")
@@ -195,7 +224,12 @@ def download(session: requests.Session, url: str, settings: Settings) -> bytes:
     except requests.TooManyRedirects:
         raise UpstreamError(f"more than {settings.max_redirects} redirects") from None
     except requests.exceptions.InvalidSchema as exc:
-        raise URLRefused(f"a redirect left http(s): {exc}") from None
+        raise URLRefused(f"a redirect left http(s): {without_credentials(str(exc))}") from None
+    except requests.exceptions.InvalidURL as exc:  # a host urllib3 cannot connect to: a zone id on a global
+        reason = without_credentials(str(exc))  # address, say; the source's mistake if a redirect led there
+        if answers:
+            raise UpstreamError(f"a redirect led to an invalid URL: {reason}") from None
+        raise BadRequest(f"not a valid URL: {reason}") from None
     except requests.Timeout:
         raise UpstreamTimeout("the source did not answer in time") from None
     except requests.RequestException as exc:

@@ -11,6 +11,7 @@ from PIL import Image, UnidentifiedImageError
 from functions.lib.errors import NotAnImage, TooLarge
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
+MAX_SIDE = 65_500  # JPEG's limit: every image kept is stored as JPEG, so a longer side could not be
 
 
 def open_checked(
@@ -18,8 +19,8 @@ def open_checked(
 ) -> Image.Image:
     """Decode `data` fully, refusing non-images, unaccepted formats, truncation and decompression bombs.
 
-    The pixel count is checked from the header, before any pixel is decoded; `draft` (the model's
-    `Preprocessing.draft`) may then choose a reduced decoding scale.
+    The pixel count and the sides are checked from the header, before any pixel is decoded; `draft` (the
+    model's `Preprocessing.draft`) may then choose a reduced decoding scale.
     """
     try:
         with warnings.catch_warnings():
@@ -34,6 +35,8 @@ def open_checked(
     pixels = image.width * image.height
     if pixels > max_pixels:
         raise TooLarge(f"the image has {pixels} pixels, over the {max_pixels}-pixel limit")
+    if max(image.size) > MAX_SIDE:
+        raise TooLarge(f"the image is {image.width}x{image.height}; a side may be at most {MAX_SIDE} pixels")
     if draft:
         draft(image)
     try:

@@ -10,7 +10,6 @@ little-endian uint32 length, as Triton and KServe clients send it). Outputs: `pr
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import math
 import struct
@@ -145,7 +144,7 @@ def _from_base64(item: Any) -> bytes:
         raise BadRequest(f"each element of {INPUT!r} must be a base64 string in JSON")
     try:
         return base64.b64decode(item, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a ValueError of its own for characters outside ASCII
         raise BadRequest(f"an element of {INPUT!r} is not valid base64") from None
 
 

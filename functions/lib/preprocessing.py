@@ -15,6 +15,11 @@ from PIL import Image
 
 from functions.lib.labels import LABELS
 
+# Past this ratio of its sides an image keeps only its centre before resizing. The centre crop after the
+# resize keeps no more than that anyway; without it a 200000 x 1 image, 200 kB of pixels, would be
+# resized to 28800000 x 144 (12 GB as RGB) before being cropped.
+MAX_ASPECT = 10
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -44,8 +49,10 @@ class Preprocessing:
         image.draft(None, (self.resize, self.resize))
 
     def resized(self, image: Image.Image) -> Image.Image:
-        """RGB, shorter side scaled to `resize` (whatever the mode: L, P, RGBA, CMYK...)."""
+        """RGB, shorter side scaled to `resize` (whatever the mode: L, P, RGBA, CMYK...), the longer side
+        first cut to its centre `MAX_ASPECT` times the shorter one."""
         self.draft(image)
+        image = _centre(image, MAX_ASPECT * min(image.size))
         if image.mode != "RGB":
             image = (
                 image.convert("RGBA").convert("RGB") if image.mode in ("P", "LA") else image.convert("RGB")
@@ -74,3 +81,12 @@ class Preprocessing:
     def __call__(self, image: Image.Image) -> np.ndarray:
         """The evaluation and serving input for one image."""
         return self.normalise(self.centre_crop(self.resized(image)))
+
+
+def _centre(image: Image.Image, longest: int) -> Image.Image:
+    """The image's central region whose sides are at most `longest`; the image itself when it fits."""
+    width, height = image.size
+    if max(width, height) <= longest:
+        return image
+    left, top = (width - min(width, longest)) // 2, (height - min(height, longest)) // 2
+    return image.crop((left, top, left + min(width, longest), top + min(height, longest)))

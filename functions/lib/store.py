@@ -5,6 +5,7 @@ Writes are whole objects: a reader sees the old object or the new one, never a p
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -13,6 +14,8 @@ from typing import Protocol
 from urllib.parse import unquote, urlparse
 
 from functions.lib.errors import ConfigError, NotFound, Unavailable
+
+log = logging.getLogger("dandelion")
 
 
 class ObjectStore(Protocol):
@@ -98,11 +101,19 @@ class S3Store:
 
         self.bucket = bucket
         self.prefix = f"{prefix}/" if prefix else ""
-        # Retries ride out MinIO restarts; the pool fits extract-images' parallel ingestions and
-        # training's eight loader threads without queueing.
+        # Bounded: a store that stops answering (frozen, partitioned away) fails a call in about 20 s
+        # (three attempts of at most 2 s to connect and 5 s to answer each read, with backoff) instead of
+        # botocore's default of 60 s per read, five times over; the function answers 503 with Retry-After
+        # and its client retries. The pool fits extract-images' parallel ingestions and training's eight
+        # loader threads without queueing.
         self.client = boto3.client(
             "s3",
-            config=Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32),
+            config=Config(
+                retries={"max_attempts": 3, "mode": "standard"},
+                connect_timeout=2,
+                read_timeout=5,
+                max_pool_connections=32,
+            ),
         )
 
     def _call(self, operation: str, key: str, **kwargs: object) -> dict:
@@ -116,9 +127,11 @@ class S3Store:
             # HEAD answers a bare 404 (it has no body to name the error); GET names it NoSuchKey.
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 raise NotFound(f"no object {key!r}") from None
-            raise Unavailable(f"the object store refused {operation}: {exc}") from exc
+            log.warning("the object store refused %s of %r: %s", operation, key, exc)
+            raise Unavailable(f"the object store refused {operation}") from exc
         except BotoCoreError as exc:
-            raise Unavailable(f"the object store is unavailable: {exc}") from exc
+            log.warning("the object store is unavailable: %s", exc)  # its endpoint: for the log only
+            raise Unavailable("the object store is unavailable") from exc
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         # A single PUT is atomic in S3; the checksum makes the server refuse a corrupted upload.

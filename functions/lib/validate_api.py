@@ -6,7 +6,6 @@ lists, views and decides on submissions and on the labels the audit suspects. Th
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import hmac
 import threading
@@ -74,7 +73,7 @@ def parse_submission(request: flask.Request, max_image_bytes: int) -> Submission
         raise BadRequest("field 'image' is required: the image in base64")
     try:
         image = base64.b64decode(encoded, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a ValueError of its own for characters outside ASCII
         raise BadRequest("field 'image' is not valid base64") from None
     return _submission(data, image)
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from functions.lib import catalog
+from tests.bench.report import save
 from tests.support import mirrored_env
 from workflows.local.processes import free_port, serve_directory, start_function, stop, wait_healthy
 
@@ -61,7 +62,7 @@ def main() -> int:
         "catalog": counts,
         "targets_met": first < 20 and second < 3 and counts["ingested"] == 400,
     }
-    print(json.dumps(result, indent=2))
+    save(result)
     return 0 if result["targets_met"] else 1
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import io
-import json
 import os
 import statistics
 import subprocess
@@ -44,6 +43,7 @@ from functions.lib.config import BACKBONES, Settings
 from functions.lib.images import open_checked
 from functions.lib.onnx_classifier import OnnxClassifier
 from functions.lib.preprocessing import Preprocessing
+from tests.bench.report import save
 from tests.support import DATASET, ROOT, publish_model, train_tiny_model
 from workflows.local.processes import free_port, start_function, stop
 
@@ -270,7 +270,7 @@ def main() -> int:
         and all(b["rss_mib"]["worker"] < 250 for b in (default, scratch))
         and all(b["failed_requests_8_clients"] == 0 for b in (default, scratch))
     )
-    print(json.dumps(result, indent=2))
+    save(result)
     return 0 if result["targets_met"] else 1
 
 

@@ -34,6 +34,7 @@ from functions.lib.labels import LABELS
 from functions.lib.layout import metadata_key, read_champion
 from functions.lib.store import open_store
 from functions.lib.submissions import Labeller, Submission
+from tests.bench.report import save
 from tests.support import DATASET, mirrored_env
 from workflows.lib.tracking import AUDIT_TABLE
 from workflows.local.processes import (
@@ -154,7 +155,7 @@ def main() -> int:
             for process in processes:
                 stop(process)
             mirror.shutdown()
-    print(json.dumps(result, indent=2))
+    save(result)
     return 0 if result["targets_met"] else 1
 
 

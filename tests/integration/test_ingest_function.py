@@ -144,9 +144,25 @@ def test_client_mistakes_are_400_and_write_nothing(service: Service, body: objec
         # Python's parser recurses once per level: 30,000 levels (60 KB) would exhaust its stack.
         ("[" * 30_000 + "]" * 30_000, "application/json", "the body's JSON is nested too deeply"),
         ("[" * 30_000 + "]" * 30_000, "application/cloudevents+json", "the body's JSON is nested too deeply"),
+        # Found by fuzzing (tests/integration/test_fuzz_functions.py): each was a 500.
+        (
+            '{"specversion": {}, "data": {}}',
+            "application/cloudevents+json",
+            "not a valid CloudEvent: unhashable type: 'dict'",
+        ),
+        (
+            '{"specversion": "1.0", "type": "t", "source": "s", "id": null, "data": {}}',
+            "application/cloudevents+json",
+            "not a valid CloudEvent: Attribute value error: 'id', invalid new value.",
+        ),
+        (
+            b"\x80{}",
+            "application/cloudevents+json",
+            "not a valid CloudEvent: 'utf-8' codec can't decode byte 0x80 in position 0: invalid start byte",
+        ),
     ],
 )
-def test_malformed_json_is_400(service: Service, data: str, content_type: str, message: str) -> None:
+def test_malformed_json_is_400(service: Service, data: str | bytes, content_type: str, message: str) -> None:
     response = requests.post(service.url + "/", data=data, headers={"content-type": content_type}, timeout=30)
     assert (response.status_code, response.json()) == (400, {"error": "bad_request", "message": message})
 

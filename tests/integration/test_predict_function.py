@@ -210,6 +210,17 @@ def test_unknown_route_and_wrong_method(served) -> None:
         404,
         {"error": "not_found", "message": "no route '/nowhere'"},
     )
+    # Found by fuzzing: functions-framework's own router answered these with Flask's HTML page.
+    for path, shown in (
+        ("/predict%0A", "/predict\\n"),
+        ("/favicon.ico", "/favicon.ico"),
+        ("/robots.txt", "/robots.txt"),
+    ):
+        unrouted = requests.post(f"{served.url}{path}")
+        assert (unrouted.status_code, unrouted.json()) == (
+            404,
+            {"error": "not_found", "message": f"no route '{shown}'"},
+        )
     wrong = requests.get(f"{served.url}/predict")
     assert (wrong.status_code, wrong.json(), wrong.headers["Allow"]) == (
         405,

@@ -244,6 +244,12 @@ BAD_SUBMISSIONS = {
         "bad_request",
         "field 'image' is not valid base64",
     ),
+    "JSON with characters outside base64's ASCII": (  # found by fuzzing: was a 500
+        {"json": {"label": "grass", "image": "aé=="}},
+        400,
+        "bad_request",
+        "field 'image' is not valid base64",
+    ),
     "not JSON": (
         {"data": b"{oops", "headers": {"Content-Type": "application/json"}},
         400,

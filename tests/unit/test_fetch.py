@@ -28,6 +28,11 @@ from functions.lib.fetch import check_url, download, is_public, make_session
         "fe80::1%eth0",
         "::ffff:127.0.0.1",
         "::ffff:169.254.169.254",
+        # Found by tests/unit/test_fuzz_url_guard.py: Python 3.11's `is_global` calls these global.
+        "192.0.0.192",  # IETF protocol assignments; a cloud metadata address
+        "5f00::1",  # segment routing identifiers
+        "3fff::1",  # documentation
+        "::1:2:3:4",  # reserved by the IETF
     ],
 )
 def test_non_public_addresses_are_refused(address: str) -> None:
@@ -45,6 +50,7 @@ EMBEDDED = {
     "local-use NAT64 (64:ff9b:1::/48)": ("64:ff9b:1::7f00:1", "64:ff9b:1::808:808"),
     "6to4 (2002::/16)": ("2002:a9fe:a9fe::1", "2002:808:808::1"),
     "IPv4-compatible (::/96)": ("::a9fe:a9fe", "::808:808"),
+    "SIIT IPv4-translated (::ffff:0:0:0/96)": ("::ffff:0:a9fe:a9fe", "::ffff:0:808:808"),
     # Teredo stores its client address inverted: 3fff:fdd2 is 192.0.2.45 (documentation, not global),
     # f7f7:f7f7 is 8.8.8.8; its server, 65.54.227.120, is public.
     "Teredo (2001::/32)": ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "2001:0:4136:e378:8000:63bf:f7f7:f7f7"),
@@ -92,6 +98,15 @@ def test_long_malformed_and_credentialed_urls_are_refused(url: str, message: str
 
 def test_a_url_of_exactly_the_limit_passes() -> None:
     check_url("http://example.org/" + "a" * 2029)
+
+
+def test_a_url_the_http_client_cannot_use_is_a_bad_request() -> None:
+    """Found by fuzzing (test_fuzz_url_guard.py): a zone id on a global IPv6 address passes `check_url`
+    but not urllib3, and was answered 502 (download failed: InvalidURL) as if the source had failed."""
+    settings = Settings.from_env({})
+    message = r"^not a valid URL: Failed to parse: '2002:ac1a:ae17::127%1' is not a valid host$"
+    with pytest.raises(BadRequest, match=message):
+        download(make_session(settings), "https://[2002:ac1a:ae17::127%251]/a.jpg", settings)
 
 
 class _Drip(http.server.BaseHTTPRequestHandler):

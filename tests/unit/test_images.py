@@ -57,6 +57,15 @@ def test_pixel_limit_is_checked_before_decoding() -> None:
         as_jpeg(encode(Image.new("RGB", (40, 30)), "PNG"), 1_000)
 
 
+@pytest.mark.parametrize("size", [(70_000, 1), (1, 70_000)])
+def test_a_side_longer_than_jpeg_holds_is_refused(size: tuple[int, int]) -> None:
+    """Caught by the image fuzzing (test_fuzz_images.py): 70000 pixels pass the pixel limit, but JPEG
+    cannot hold the side, and storing the image failed with a 500."""
+    message = rf"^the image is {size[0]}x{size[1]}; a side may be at most 65500 pixels$"
+    with pytest.raises(TooLarge, match=message):
+        as_jpeg(encode(Image.new("RGB", size), "PNG"), 1_000_000)
+
+
 def test_tiff_is_not_accepted() -> None:
     with pytest.raises(NotAnImage):
         as_jpeg(encode(Image.new("RGB", (4, 4)), "TIFF"), 1_000)

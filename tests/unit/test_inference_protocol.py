@@ -105,6 +105,7 @@ def test_json_response_with_only_the_requested_output() -> None:
         ),
         (json_request(shape=[2], data=["b25l"]), None, "input 'image' has shape [2] but carries 1 elements"),
         (json_request(shape=[1], data=[17]), None, "each element of 'image' must be a base64 string in JSON"),
+        (json_request(shape=[1], data=["aé=="]), None, "an element of 'image' is not valid base64"),
         (
             json_request(shape=[1]),
             None,

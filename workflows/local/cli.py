@@ -9,9 +9,11 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from functions.lib.config import DEFAULT_PORTS, Settings
+from functions.lib.errors import DandelionError
 from workflows import defaults
 from workflows.local.processes import SERVED, disable_mlflow_telemetry
 
@@ -34,12 +36,17 @@ def cmd_seed(_args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_migrate(_args: argparse.Namespace) -> int:
-    """What the cluster's init job runs; every process that opens the catalog does the same first."""
-    from functions.lib import catalog, schema
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """What the cluster's catalog-migrate Job runs as the schema's owner (`--grant`: then the roles'
+    privileges, for the tables a migration added); a process that may migrate does the same first."""
+    from functions.lib import catalog, privileges, schema
 
-    with catalog.open_catalog(_settings().db_url).connect() as connection:
+    engine = catalog.open_catalog(_settings().db_url)
+    with engine.connect() as connection:
         print(f"catalog schema at revision {schema.current(connection)} (head {schema.head()})")
+    if args.grant:
+        users = ", ".join(privileges.default_users().values())
+        print(f"granted {len(privileges.grant(engine))} privileges to {users}")
     return 0
 
 
@@ -127,14 +134,22 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    """Serve until Ctrl-C or SIGTERM; a failure to start is one line naming what to read, not a traceback."""
+    from workflows.local.runner import WorkflowFailed
     from workflows.local.stack import local_stack
 
-    with local_stack(Path(args.serve_mirror) if args.serve_mirror else None):
-        print("serving; Ctrl-C stops everything")
-        stop = {signal.SIGINT, signal.SIGTERM}
-        signal.pthread_sigmask(signal.SIG_BLOCK, stop)
-        signal.sigwait(stop)
-    return 0
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as on Ctrl-C
+    try:
+        with local_stack(Path(args.serve_mirror) if args.serve_mirror else None):
+            print("serving; Ctrl-C stops everything")
+            while True:  # the supervisor restarts what crashes; a signal is handled between two naps
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("stopped")
+        return 0
+    except (DandelionError, WorkflowFailed, RuntimeError, TimeoutError, OSError) as exc:
+        print(f"dandelion up failed: {exc} (logs: {_settings().home / 'logs'}/)", file=sys.stderr)
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     seed.set_defaults(func=cmd_seed)
 
     migrate = commands.add_parser("migrate", help="bring the catalog's schema to the newest migration")
+    migrate.add_argument(
+        "--grant",
+        action="store_true",
+        help="then give each role's database user its privileges (MySQL/MariaDB, as the schema's owner)",
+    )
     migrate.set_defaults(func=cmd_migrate)
 
     run = commands.add_parser("run", help="run a workflow locally from its Hera definition")
@@ -186,8 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     render = commands.add_parser(
         "render",
-        help="write the Argo YAML and MySQL init SQL into platform/, the Grafana dashboards' JSON into "
-        f"{DASHBOARDS_DIR}/",
+        help="write the Argo YAML, the MySQL init SQL and grants into platform/, the Grafana dashboards' "
+        f"JSON into {DASHBOARDS_DIR}/",
     )
     render.add_argument("directory", nargs="?", default=str(PLATFORM_DIR))
     render.add_argument(

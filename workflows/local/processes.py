@@ -101,7 +101,9 @@ def stop(process: subprocess.Popen[bytes], grace: float = 5) -> None:
 
 
 def start_mlflow(home: Path, store_url: str, port: int, log: Path | None = None) -> subprocess.Popen[bytes]:
-    """A real MLflow tracking server: SQLite backend under `home`, artifacts proxied into the store."""
+    """A real MLflow tracking server: SQLite backend under `home`, artifacts proxied into the store.
+    Without MLflow's job runner (seven more processes, about 850 MB, for GenAI jobs Dandelion never
+    submits)."""
     return start(
         [
             sys.executable,
@@ -119,6 +121,7 @@ def start_mlflow(home: Path, store_url: str, port: int, log: Path | None = None)
             "--workers",
             "1",
         ],
+        dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
         log=log,
     )
 

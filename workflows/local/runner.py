@@ -27,6 +27,8 @@ import multiprocessing
 import os
 import re
 import runpy
+import select
+import signal
 import sys
 import tempfile
 import threading
@@ -35,6 +37,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,20 +263,56 @@ def _pod(module: str, args: list[str], env: dict[str, str], stdout: str, stderr:
     return code
 
 
+def _end_with(runner: int) -> None:
+    """Make this pod's process end when the runner's does, however it ends: a runner killed with SIGKILL
+    runs no clean-up, and its pool's workers would wait for work forever, the fork server for its last
+    child (the fork server goes once they are gone). A pidfd names that very process, never a successor
+    with its number (Linux; elsewhere the pods may outlive a killed runner)."""
+    if not hasattr(os, "pidfd_open"):
+        return
+    try:
+        runner_fd = os.pidfd_open(runner)
+    except ProcessLookupError:
+        os._exit(1)
+
+    def watch() -> None:
+        select.select([runner_fd], [], [])  # readable when the runner has exited
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 class Pods:
     """Runs each step in a process of its own, forked from a fork server that has imported `preload`
     (the workflow modules) once. A process pool whose workers each run one step and exit: it starts and
     reaps them from one thread, which forkserver processes need (their exit codes are read from a pipe
-    that concurrent joins race for)."""
+    that concurrent joins race for). No worker outlives the runner (`_end_with`).
+
+    A step whose process is killed (SIGKILL, the OOM killer) fails with exit code 137, as Kubernetes
+    reports such a container, so that its retryStrategy applies and the run goes on or fails as Argo's
+    would. Its pool is then broken (and has terminated its other workers, whose steps fail the same way):
+    the next step gets a new one."""
+
+    KILLED = 128 + signal.SIGKILL
 
     def __init__(self, preload: Iterable[str], workers: int = 16) -> None:
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(sorted(set(preload)))
         self.workers = workers
         self.pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            self.workers,
+            mp_context=self.context,
+            max_tasks_per_child=1,
+            initializer=_end_with,
+            initargs=(os.getpid(),),
+        )
 
     def __enter__(self) -> Pods:
-        self.pool = ProcessPoolExecutor(self.workers, mp_context=self.context, max_tasks_per_child=1)
+        self.pool = self._new_pool()
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -281,12 +320,33 @@ class Pods:
             self.pool.shutdown()  # no idle worker outlives the run
             self.pool = None
 
+    def _replace(self, broken: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self.pool is broken:
+                self.pool = self._new_pool()
+                broken.shutdown(wait=False)
+
+    def execute(self, target: Callable[..., int], *args: Any) -> int:
+        """`target(*args)` in a pod's process: its exit code, KILLED when the process was killed."""
+        while True:
+            pool = self.pool
+            if pool is None:
+                raise RuntimeError("Pods.execute outside `with pods:`")
+            try:
+                future = pool.submit(target, *args)
+            except BrokenProcessPool:  # another step's process was killed: this one has not started
+                self._replace(pool)
+                continue
+            try:
+                return future.result()
+            except BrokenProcessPool:
+                self._replace(pool)
+                return self.KILLED
+
     def run(self, args: list[str], env: dict[str, str], stdout: Path, stderr: Path) -> int:
-        if self.pool is None:
-            raise RuntimeError("Pods.run outside `with pods:`")
         if args[:1] != ["-m"] or len(args) < 2:
             raise WorkflowFailed(f"not a module invocation: {args}")
-        return self.pool.submit(_pod, args[1], args[2:], env, str(stdout), str(stderr)).result()
+        return self.execute(_pod, args[1], args[2:], env, str(stdout), str(stderr))
 
 
 def _entrypoint_modules(manifests: Iterable[Manifest]) -> set[str]:
@@ -302,9 +362,10 @@ def _entrypoint_modules(manifests: Iterable[Manifest]) -> set[str]:
 class LocalRunner:
     """Runs workflows from a set of manifests (WorkflowTemplates, Workflows, CronWorkflows) by name.
 
-    `pods` starts the step processes: by default `Pods`; anything with its `run` and context manager
-    will do (a test passes one that starts `python -m hera.workflows.runner` itself). `metrics` receives
-    the Argo custom metrics the manifests declare; without it none are emitted."""
+    `pods` starts the step processes: by default `Pods`, preloading the steps' modules and `preload`;
+    anything with its `run` and context manager will do (a test passes one that starts
+    `python -m hera.workflows.runner` itself). `metrics` receives the Argo custom metrics the manifests
+    declare; without it none are emitted."""
 
     def __init__(
         self,
@@ -312,10 +373,11 @@ class LocalRunner:
         sleep: Callable[[float], None] = time.sleep,
         pods: Pods | None = None,
         metrics: WorkflowMetrics | None = None,
+        preload: Iterable[str] = (),
     ) -> None:
         self.manifests = {m["metadata"]["name"]: m for m in manifests}
         self.sleep = sleep
-        self.pods = pods or Pods(_entrypoint_modules(self.manifests.values()))
+        self.pods = pods or Pods(_entrypoint_modules(self.manifests.values()) | set(preload))
         self.metrics = metrics
 
     def arguments(self, name: str) -> dict[str, str]:
@@ -440,7 +502,8 @@ class LocalRunner:
             with _relaying_progress(template["name"], stderr):
                 code = self.pods.run([*args, str(source)], env, stdout, stderr)
             if code != 0:  # the pod failed: its log is shown, and the exception's line is the reason
-                pod_log = stderr.read_text(errors="replace").strip()
+                # A pod killed before it wrote anything has no log at all.
+                pod_log = stderr.read_text(errors="replace").strip() if stderr.exists() else ""
                 log.warning("%s exited with code %d:\n%s", template["name"], code, pod_log[-STDERR_TAIL:])
                 raise WorkflowFailed(f"{template['name']}: exit code {code}: {_exception_line(pod_log)}")
             result = stdout.read_text().removesuffix("\n")  # Argo trims one trailing newline

@@ -8,16 +8,21 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import make_url
 
 from functions.lib import catalog
 from functions.lib.config import DEFAULT_PORTS, Settings
 from functions.lib.layout import read_champion
 from functions.lib.store import open_store
-from workflows.local import monitoring
+from workflows.local import monitoring, status
 from workflows.local.processes import (
     SERVED,
     WEB,
@@ -28,10 +33,15 @@ from workflows.local.processes import (
     wait_healthy,
 )
 from workflows.local.runner import LocalRunner
+from workflows.local.supervisor import Supervisor
 from workflows.local.webhook import RetrainWebhook
 from workflows.local.workflow_metrics import WorkflowMetrics
 
 MONITORING = ("prometheus", "alertmanager")
+# How long a server may take to answer first: MLflow's first start on a new home takes about 20 s on a
+# quiet machine here, and several times that on a busy one. A slow machine is no error.
+READY_SECONDS = 600
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def local_parameters(runner: LocalRunner, name: str, settings: Settings) -> dict[str, str]:
@@ -46,7 +56,7 @@ def run_workflow(
     parsed from JSON (the steps write JSON). With `metrics`, the run emits the workflow's Argo metrics."""
     from workflows.manifests import manifests
 
-    runner = LocalRunner(manifests(), metrics=metrics)
+    runner = LocalRunner(manifests(), metrics=metrics, preload=settings.step_preload)
     outputs = runner.run(name, local_parameters(runner, name, settings) | dict(parameters)).parameters
     return {key: json.loads(value) for key, value in outputs.items()}
 
@@ -87,6 +97,9 @@ def local_stack(
         "DANDELION_ADMIN_TOKEN": os.environ.get("DANDELION_ADMIN_TOKEN") or secrets.token_urlsafe(24),
     }
     with ExitStack() as stack:
+        shielded = threading.current_thread() is threading.main_thread()  # where handlers can be set
+        if shielded:
+            stack.callback(_set_handlers, {sig: signal.getsignal(sig) for sig in STOP_SIGNALS})  # runs last
         if mirror is not None:
             server = stack.enter_context(serve_directory(mirror))  # closes its socket on the way out
             stack.callback(server.shutdown)
@@ -102,10 +115,13 @@ def local_stack(
         settings = Settings.from_env()
         settings.home.mkdir(parents=True, exist_ok=True)
         logs = settings.home / "logs"  # one file per process: the terminal shows progress, not requests
+        starters = {
+            part: partial(start_function, part, ports[part], log=logs / f"{part}.log") for part in SERVED
+        }
         if start_own_mlflow:
-            mlflow = start_mlflow(settings.home, settings.store_url, ports["mlflow"], logs / "mlflow.log")
-            stack.callback(stop, mlflow)
-            wait_healthy(f"{urls['mlflow']}/health", mlflow, timeout=120)
+            starters["mlflow"] = partial(
+                start_mlflow, settings.home, settings.store_url, ports["mlflow"], logs / "mlflow.log"
+            )
 
         metrics = WorkflowMetrics()
         exporter = metrics.serve(ports["workflow-metrics"])
@@ -120,37 +136,60 @@ def local_stack(
 
         webhook = stack.enter_context(RetrainWebhook(ports["retrain-webhook"], retrain).start())
         stack.callback(webhook.shutdown)
-        started = {part: start_function(part, ports[part], log=logs / f"{part}.log") for part in SERVED}
-        for process in started.values():
-            stack.callback(stop, process)
-        monitored = _start_monitoring(stack, settings, ports, report)
-        wait_healthy(f"{urls['ingest-one-url']}/health", started["ingest-one-url"])
+        servers = stack.enter_context(
+            Supervisor(starters, report, {part: logs / f"{part}.log" for part in starters})
+        )
 
+        def ready(part: str, path: str = "/health") -> None:
+            """Wait for `part` to answer as long as a first start on a busy machine needs, saying so."""
+            url, process = f"{urls[part]}{path}", servers.processes[part]
+            try:
+                wait_healthy(url, process, timeout=2)
+            except TimeoutError:
+                report(f"waiting for {part} to answer at {url} (log: {logs / f'{part}.log'})")
+                wait_healthy(url, process, timeout=READY_SECONDS)
+
+        monitored = _start_monitoring(stack, settings, ports, report)
+        ready("ingest-one-url")
         engine = catalog.open_catalog(settings.db_url)
         report(f"seeded {catalog.seed(engine)} new catalog rows")
         summary = run("extract-images", {})["summary"]
         report(f"extract-images: {json.dumps({k: v for k, v in summary.items() if k != 'failures'})}")
         report(f"catalog: {catalog.counts_by_status(engine)}")
+        if start_own_mlflow:
+            ready("mlflow")
         store = open_store(settings.store_url)
         if read_champion(store) is None:
             report("no champion yet: running train-model (a few minutes)")
             rollout = run("train-model", train_parameters or {})["rollout"]
             report(f"train-model: {json.dumps(rollout)}")
-        report(f"champion: {read_champion(store)}")
-        report(f"MLflow: {os.environ['MLFLOW_TRACKING_URI']}")
-        report(f"ingest-one-url: {urls['ingest-one-url']}/")
-        wait_healthy(f"{urls['validate-label']}/health", started["validate-label"])
+        for part in ("validate-label", "predict"):  # predict answers 503 until it has a model
+            ready(part)
+        ready(WEB, "/")
         token = env["DANDELION_ADMIN_TOKEN"]
-        report(f"validate-label: {urls['validate-label']}/submissions  (admin token: {token})")
-        wait_healthy(f"{urls['predict']}/health", started["predict"])  # 503 until it has a model
-        report(f"predict: {urls['predict']}/predict  (curl -F file=@image.jpg {urls['predict']}/predict)")
-        wait_healthy(urls[WEB], started[WEB], timeout=120)
-        report(f"web: {urls[WEB]}/  (the page: classify, correct, review, the model)")
-        for part in monitored:
-            report(f"{part}: {urls[part]}/")
-        report(f"catalog: {settings.db_url}  store: {settings.store_url}")
-        report(f"logs: {logs}/")
+        served = {
+            WEB: f"{urls[WEB]}/  (classify, correct, review, the model)",
+            "predict": f"{urls['predict']}/predict  (curl -F file=@image.jpg {urls['predict']}/predict)",
+            "ingest-one-url": f"{urls['ingest-one-url']}/",
+            "validate-label": f"{urls['validate-label']}/submissions  (admin token: {token})",
+            "mlflow": os.environ["MLFLOW_TRACKING_URI"],
+            **{part: f"{urls[part]}/" for part in monitored},
+            "logs": f"{logs}/",
+        }
+        report("serving:")
+        for part, where in served.items():
+            report(f"  {part:<15} {where}")
+        shown = make_url(settings.db_url).render_as_string(hide_password=True)
+        report(f"catalog: {shown}  store: {settings.store_url}")
+        report(status.describe(read_champion(store)))
+        if shielded:  # first on the way out: a second Ctrl-C cannot cut stopping short and leave processes
+            stack.callback(_set_handlers, dict.fromkeys(STOP_SIGNALS, signal.SIG_IGN))
         yield urls
+
+
+def _set_handlers(handlers: Mapping[int, Any]) -> None:
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
 
 
 def _start_monitoring(

@@ -120,6 +120,15 @@ def collect(settings: Settings, ports: Mapping[str, int] = DEFAULT_PORTS) -> dic
     return report
 
 
+def describe(champion: Mapping[str, Any] | None) -> str:
+    """The champion pointer (`models/champion.json`) in one line."""
+    if champion is None:
+        return "champion: none yet (dandelion run train-model)"
+    accuracy = champion.get("metrics", {}).get("test_accuracy")
+    promoted = champion.get("promoted_at", "at an unknown time")
+    return f"champion: model {champion['version']}, test accuracy {accuracy}, promoted {promoted}"
+
+
 def render(report: Mapping[str, Any]) -> str:
     """The report as the terminal shows it."""
     lines = ["services:"]
@@ -137,16 +146,7 @@ def render(report: Mapping[str, Any]) -> str:
             f"since the last training, {counts['retrain_in']} more start the next"
         )
     champion = report["champion"]
-    if champion is None:
-        lines.append("champion: none yet (dandelion run train-model)")
-    elif "error" in champion:
-        lines.append(f"champion: {champion['error']}")
-    else:
-        accuracy = champion.get("metrics", {}).get("test_accuracy")
-        lines.append(
-            f"champion: model {champion['version']}, test accuracy {accuracy}, "
-            f"promoted {champion.get('promoted_at', 'at an unknown time')}"
-        )
+    lines.append(f"champion: {champion['error']}" if "error" in (champion or {}) else describe(champion))
     runs = report["runs"]
     if isinstance(runs, dict):
         lines.append(f"runs: {runs['error']}")
