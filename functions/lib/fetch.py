@@ -114,9 +114,13 @@ def _refuse(host: str, port: int, allowed: Callable[[str], bool]) -> None:
             raise URLRefused(f"{host!r} resolves to {address}, which is not a public address")
 
 
+Origin = tuple[str, int]  # (host, port) as a connection is made to it
+
+
 class _GuardMixin:
     port: int
     address_allowed: Callable[[str], bool]
+    trusted: Origin | None
 
     def __init__(self, host: str, *args: Any, **kwargs: Any) -> None:
         super().__init__(host, *args, **kwargs)  # type: ignore[call-arg]
@@ -126,6 +130,8 @@ class _GuardMixin:
         self.given_host = host
 
     def _new_conn(self) -> socket.socket:
+        if (self.given_host, self.port) == self.trusted:
+            return super()._new_conn()  # type: ignore[misc]
         _refuse(self.given_host, self.port, self.address_allowed)
         sock = super()._new_conn()  # type: ignore[misc]
         peer = sock.getpeername()[0]
@@ -135,14 +141,18 @@ class _GuardMixin:
         return sock
 
 
-def _guarded_pools(allowed: Callable[[str], bool]) -> dict[str, type[HTTPConnectionPool]]:
-    """Connection pools whose every new connection passes the address check."""
+def _guarded_pools(
+    allowed: Callable[[str], bool], trusted: Origin | None
+) -> dict[str, type[HTTPConnectionPool]]:
+    """Connection pools whose every new connection passes the address check, but to `trusted`."""
 
     class Connection(_GuardMixin, HTTPConnection):
         address_allowed = staticmethod(allowed)
 
     class TLSConnection(_GuardMixin, HTTPSConnection):
         address_allowed = staticmethod(allowed)
+
+    Connection.trusted = TLSConnection.trusted = trusted
 
     class Pool(HTTPConnectionPool):
         ConnectionCls = Connection
@@ -154,8 +164,8 @@ def _guarded_pools(allowed: Callable[[str], bool]) -> dict[str, type[HTTPConnect
 
 
 class _GuardedAdapter(HTTPAdapter):
-    def __init__(self, allowed: Callable[[str], bool]) -> None:
-        self._pools = _guarded_pools(allowed)
+    def __init__(self, allowed: Callable[[str], bool], trusted: Origin | None) -> None:
+        self._pools = _guarded_pools(allowed, trusted)
         super().__init__(max_retries=0)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
@@ -167,16 +177,25 @@ def make_session(settings: Settings, allowed: Callable[[str], bool] = is_public)
     """A session for untrusted URLs: no proxies from the environment, bounded redirects, address guard.
 
     `allowed` is the address policy; only tests, confined to loopback, pass anything but `is_public`.
+    The origin of DANDELION_SOURCE_MIRROR (the operator's own, often a loopback server) is exempt, and
+    nothing else is: not its other ports, not where it redirects.
     """
     session = requests.Session()
     session.trust_env = False
     session.max_redirects = settings.max_redirects
     session.headers["User-Agent"] = "dandelion-ingest/0.1"
     if not settings.allow_private_urls:
-        adapter = _GuardedAdapter(allowed)
+        adapter = _GuardedAdapter(
+            allowed, _origin(settings.source_mirror[1]) if settings.source_mirror else None
+        )
         session.mount("http://", adapter)
         session.mount("https://", adapter)
     return session
+
+
+def _origin(url: str) -> Origin:
+    parts = urlparse(url)
+    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
 
 
 def download(session: requests.Session, url: str, settings: Settings) -> bytes:

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from functions.lib.config import Settings
-from functions.lib.errors import BadRequest, UpstreamTimeout
+from functions.lib.errors import BadRequest, UpstreamTimeout, URLRefused
 from functions.lib.fetch import check_url, download, is_public, make_session
 
 
@@ -144,3 +144,46 @@ def test_the_download_deadline_holds_against_a_source_that_drips() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+class _Mirror(http.server.BaseHTTPRequestHandler):
+    """The operator's mirror: `/a.jpg` is there; `/away` redirects to `Location` given in the query."""
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/away?"):
+            self.send_response(302)
+            self.send_header("Location", self.path.removeprefix("/away?"))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", "5")
+        self.end_headers()
+        self.wfile.write(b"image")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_only_the_mirrors_origin_is_exempt_from_the_address_guard() -> None:
+    """`make up` reaches its loopback mirror with the guard on: exactly the mirror's host and port pass;
+    its other ports, other loopback addresses and where the mirror redirects are refused."""
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Mirror) for _ in range(2)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    mirror, other = (f"http://127.0.0.1:{server.server_port}" for server in servers)
+    settings = Settings.from_env({"DANDELION_SOURCE_MIRROR": f"https://example.org/={mirror}/"})
+    session = make_session(settings)
+    try:
+        assert download(session, f"{mirror}/a.jpg", settings) == b"image"
+        for url in (
+            f"{other}/a.jpg",
+            f"http://localhost:{servers[0].server_port}/a.jpg",
+            f"{mirror}/away?{other}/a.jpg",
+        ):
+            with pytest.raises(URLRefused, match="which is not a public address"):
+                download(session, url, settings)
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()

@@ -106,7 +106,6 @@ def local_stack(
             env["DANDELION_SOURCE_MIRROR"] = (
                 f"{catalog.CANONICAL_PREFIX}=http://127.0.0.1:{server.server_port}/"
             )
-            env["DANDELION_ALLOW_PRIVATE_URLS"] = "1"
             report(f"mirror of {mirror} on http://127.0.0.1:{server.server_port}/")
         start_own_mlflow = not os.environ.get("MLFLOW_TRACKING_URI")
         if start_own_mlflow:
