@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pymysql
+import pytest
 import requests
 from sqlalchemy import Engine, select
 
@@ -29,6 +30,11 @@ from functions.lib import catalog
 from functions.lib.store import ObjectStore
 from functions.lib.submissions import submissions
 from workflows.local.processes import free_port, start, stop
+
+# The slow variants (a frozen server, training killed) run under `make faults` only.
+LONG = pytest.mark.skipif(
+    os.environ.get("DANDELION_LONG_FAULTS") != "1", reason="long: DANDELION_LONG_FAULTS=1"
+)
 
 MARIADBD = Path("/usr/sbin/mariadbd")
 

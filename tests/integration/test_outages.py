@@ -8,7 +8,6 @@ run with DANDELION_LONG_FAULTS=1 (`make faults`)."""
 from __future__ import annotations
 
 import functools
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import requests
 from functions.lib import catalog
 from tests.conftest import canonical, function_env
 from tests.faults import (
+    LONG,
     MARIADBD,
     Answer,
     Daemon,
@@ -35,11 +35,7 @@ from tests.integration.test_validate_label import ADMIN, Labels, photo
 
 pytestmark = pytest.mark.integration
 
-LONG = os.environ.get("DANDELION_LONG_FAULTS") == "1"
-FAULTS = [
-    "kill",
-    pytest.param("freeze", marks=pytest.mark.skipif(not LONG, reason="long: DANDELION_LONG_FAULTS=1")),
-]
+FAULTS = ["kill", pytest.param("freeze", marks=LONG)]
 URLS = 24  # distinct URLs the ingest clients cycle through
 PHOTOS = 12  # distinct photos submitted, then accepted
 CLIENT_TIMEOUT = 60  # no answer in this long counts as a hang
