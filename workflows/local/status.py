@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import requests
-from sqlalchemy import func, select
 
 from functions.lib import catalog, retrain
 from functions.lib.config import DEFAULT_PORTS, Settings
@@ -22,7 +21,7 @@ from functions.lib.errors import DandelionError, Unavailable
 from functions.lib.labels import LABELS
 from functions.lib.layout import read_champion
 from functions.lib.store import open_store
-from functions.lib.submissions import submissions
+from functions.lib.submissions import Labeller
 
 # Where each local service says it is up (the routes `dandelion up` waits on).
 HEALTH = {
@@ -56,15 +55,12 @@ def services(ports: Mapping[str, int] = DEFAULT_PORTS, timeout: float = 2.0) -> 
 
 def catalog_counts(settings: Settings) -> dict[str, Any]:
     """Rows by status and label, the submissions waiting for an admin, and the retraining's progress."""
-    engine = catalog.open_catalog(settings.db_url)
-    rows = catalog.counts_by_status_and_label(engine)
-    with catalog.unavailable_on_outage("catalog"), engine.connect() as connection:
-        pending = select(func.count()).select_from(submissions).where(submissions.c.status == "pending")
-        waiting = int(connection.execute(pending).scalar_one())
-    state = retrain.status(engine, settings.retrain_min_new_labels, events=0)
+    labeller = Labeller.from_settings(settings)
+    rows = catalog.counts_by_status_and_label(labeller.engine)
+    state = retrain.status(labeller.engine, settings.retrain_min_new_labels, events=0)
     return {
         "rows": rows,
-        "pending_submissions": waiting,
+        "pending_submissions": labeller.pending_count(),
         "new_labels": state["new_labels"],
         "retrain_in": state["remaining"],
     }
