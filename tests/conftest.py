@@ -7,7 +7,6 @@ import functools
 import http.server
 import io
 import os
-import threading
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -27,7 +26,7 @@ from PIL import Image
 from functions.lib.catalog import CANONICAL_PREFIX
 from functions.lib.layout import MODEL_NAME
 from functions.lib.openapi import document
-from tests.support import DATASET, train_tiny_model
+from tests.support import DATASET, loopback_server, train_tiny_model
 from workflows.local.processes import (
     FUNCTION_TARGETS,
     disable_mlflow_telemetry,
@@ -236,10 +235,8 @@ def source() -> Iterator[str]:
         "/hostile/picture.png": ("image/png", png.getvalue()),
         "/hostile/tiny.jpg": ("image/jpeg", _jpeg((10, 10))),
     }
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SourceHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with loopback_server(SourceHandler) as server:
+        yield f"http://127.0.0.1:{server.server_port}"
 
 
 # ---------------------------------------------------------------- function processes

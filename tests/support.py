@@ -3,9 +3,13 @@ epoch, a few real images)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.server
 import os
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from PIL import Image
@@ -19,6 +23,20 @@ from functions.lib.store import open_store
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 DATASET = SHARED / "datasets" / "greenr"
+
+
+@contextlib.contextmanager
+def loopback_server(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[http.server.HTTPServer]:
+    """`handler` served on a free loopback port from daemon threads for as long as the block runs: a
+    peer that misbehaves (drips, redirects, answers what a test needs) holds no thread past it."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def mirrored_env(home: Path, mirror_port: int, ingest_port: int) -> dict[str, str]:

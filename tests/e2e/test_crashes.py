@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import http.server
 import os
 import signal
 import subprocess
@@ -27,7 +26,7 @@ from functions.lib.store import open_store
 from tests.conftest import DATASET, PODS_PRELOAD, FunctionProcess, SourceHandler, canonical, function_env
 from tests.faults import LONG, disagreement, wait_until
 from tests.integration.test_training import platform  # noqa: F401 - a fixture
-from tests.support import publish_model
+from tests.support import loopback_server, publish_model
 from workflows.local.processes import start
 from workflows.local.runner import LocalRunner, Pods, WorkflowFailed
 from workflows.manifests import manifests
@@ -54,10 +53,8 @@ class CountingSource(SourceHandler):
 @pytest.fixture
 def counting_source() -> Iterator[str]:
     CountingSource.downloads.clear()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), CountingSource)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with loopback_server(CountingSource) as server:
+        yield f"http://127.0.0.1:{server.server_port}"
 
 
 def gone(process_group: int) -> bool:

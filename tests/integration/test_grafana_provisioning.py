@@ -15,7 +15,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ import pytest
 import requests
 
 from observability.grafana.provision import main
-from tests.support import ROOT
+from tests.support import ROOT, loopback_server
 from workflows.local.processes import free_port
 
 pytestmark = pytest.mark.integration
@@ -207,7 +206,7 @@ class FakeGrafana:
         return [(call.method, call.path) for call in self.calls]
 
 
-def serve(fake: FakeGrafana) -> http.server.ThreadingHTTPServer:
+def handler(fake: FakeGrafana) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def handle_one(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
@@ -226,9 +225,7 @@ def serve(fake: FakeGrafana) -> http.server.ThreadingHTTPServer:
         def log_message(self, format: str, *args: Any) -> None:  # quiet: the calls are recorded instead
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    return server
+    return Handler
 
 
 @pytest.fixture
@@ -238,10 +235,8 @@ def fake() -> FakeGrafana:
 
 @pytest.fixture
 def grafana_url(fake: FakeGrafana) -> Iterator[str]:
-    server = serve(fake)
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with loopback_server(handler(fake)) as server:
+        yield f"http://127.0.0.1:{server.server_port}"
 
 
 @pytest.fixture

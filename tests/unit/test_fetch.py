@@ -1,7 +1,6 @@
 import contextlib
 import dataclasses
 import http.server
-import threading
 import time
 
 import pytest
@@ -9,6 +8,7 @@ import pytest
 from functions.lib.config import Settings
 from functions.lib.errors import BadRequest, UpstreamTimeout, URLRefused
 from functions.lib.fetch import check_url, download, is_public, make_session
+from tests.support import loopback_server
 
 
 @pytest.mark.parametrize(
@@ -128,22 +128,18 @@ class _Drip(http.server.BaseHTTPRequestHandler):
 
 
 def test_the_download_deadline_holds_against_a_source_that_drips() -> None:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Drip)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     settings = dataclasses.replace(Settings.from_env({}), download_deadline=1.0)
     started = time.monotonic()
-    try:
-        with pytest.raises(UpstreamTimeout, match="the download took over 1 s"):
-            download(
-                make_session(settings, allowed=lambda _: True),
-                f"http://127.0.0.1:{server.server_port}/",
-                settings,
-            )
-        assert time.monotonic() - started < 30  # the source would take 60 s
-    finally:
-        server.shutdown()
-        server.server_close()
+    with (
+        loopback_server(_Drip) as server,
+        pytest.raises(UpstreamTimeout, match="the download took over 1 s"),
+    ):
+        download(
+            make_session(settings, allowed=lambda _: True),
+            f"http://127.0.0.1:{server.server_port}/",
+            settings,
+        )
+    assert time.monotonic() - started < 30  # the source would take 60 s
 
 
 class _Mirror(http.server.BaseHTTPRequestHandler):
@@ -168,22 +164,15 @@ class _Mirror(http.server.BaseHTTPRequestHandler):
 def test_only_the_mirrors_origin_is_exempt_from_the_address_guard() -> None:
     """`make up` reaches its loopback mirror with the guard on: exactly the mirror's host and port pass;
     its other ports, other loopback addresses and where the mirror redirects are refused."""
-    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Mirror) for _ in range(2)]
-    for server in servers:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    mirror, other = (f"http://127.0.0.1:{server.server_port}" for server in servers)
-    settings = Settings.from_env({"DANDELION_SOURCE_MIRROR": f"https://example.org/={mirror}/"})
-    session = make_session(settings)
-    try:
+    with loopback_server(_Mirror) as first, loopback_server(_Mirror) as second:
+        mirror, other = (f"http://127.0.0.1:{server.server_port}" for server in (first, second))
+        settings = Settings.from_env({"DANDELION_SOURCE_MIRROR": f"https://example.org/={mirror}/"})
+        session = make_session(settings)
         assert download(session, f"{mirror}/a.jpg", settings) == b"image"
         for url in (
             f"{other}/a.jpg",
-            f"http://localhost:{servers[0].server_port}/a.jpg",
+            f"http://localhost:{first.server_port}/a.jpg",
             f"{mirror}/away?{other}/a.jpg",
         ):
             with pytest.raises(URLRefused, match="which is not a public address"):
                 download(session, url, settings)
-    finally:
-        for server in servers:
-            server.shutdown()
-            server.server_close()

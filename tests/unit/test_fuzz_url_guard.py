@@ -21,7 +21,6 @@ import dataclasses
 import http.server
 import ipaddress
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -32,6 +31,7 @@ from hypothesis import strategies as st
 from functions.lib.config import Settings
 from functions.lib.errors import BadRequest, DandelionError, UpstreamError, URLRefused
 from functions.lib.fetch import check_url, download, is_public, make_session
+from tests.support import loopback_server
 
 SETTINGS = dataclasses.replace(Settings.from_env({}), connect_timeout=2, read_timeout=2, download_deadline=5)
 
@@ -319,13 +319,9 @@ class Canary(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def canary(network: Network) -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Canary)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    network.reachable.add(("127.0.0.1", server.server_port))
-    yield server.server_port
-    server.shutdown()
-    server.server_close()
+    with loopback_server(Canary) as server:
+        network.reachable.add(("127.0.0.1", server.server_port))
+        yield server.server_port
 
 
 @given(st.sampled_from(PUBLIC))
@@ -358,13 +354,9 @@ class Redirector(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def redirector(network: Network) -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirector)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    network.reachable.add(("127.0.0.1", server.server_port))
-    yield f"http://127.0.0.1:{server.server_port}/start.jpg"
-    server.shutdown()
-    server.server_close()
+    with loopback_server(Redirector) as server:
+        network.reachable.add(("127.0.0.1", server.server_port))
+        yield f"http://127.0.0.1:{server.server_port}/start.jpg"
 
 
 @given(
