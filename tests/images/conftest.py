@@ -1,4 +1,5 @@
-"""The predict container the image tests share: model 1 promoted into a store folder, mounted read-only."""
+"""The containers the image tests share: predict on model 1 promoted into a store folder mounted
+read-only, and ingest-one-url on MariaDB and moto S3 reading the loopback mirror."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from functions.lib.catalog import CANONICAL_PREFIX
 from tests.images.containers import Container, pod_environment, readable
 from tests.support import publish_model
 
@@ -17,5 +19,19 @@ def predict(tmp_path_factory: pytest.TempPathFactory, tiny_models: list) -> Iter
     publish_model(objects.as_uri(), "1", tiny_models[0])
     env = pod_environment(DANDELION_STORE_URL="file:///store", DANDELION_INFERENCE_THREADS="2")
     container = Container("predict", env, mounts=[(readable(objects), "/store", "ro")])
+    yield container
+    container.stop()
+
+
+@pytest.fixture
+def ingest(mysql_url: str, s3_url: str, source: str) -> Iterator[Container]:
+    """ingest-one-url, which extraction's steps call, reading the sources from the loopback mirror."""
+    env = pod_environment(
+        DANDELION_DB_URL=mysql_url,
+        DANDELION_STORE_URL=s3_url,
+        DANDELION_SOURCE_MIRROR=f"{CANONICAL_PREFIX}={source}/",
+        DANDELION_ALLOW_PRIVATE_URLS="1",
+    )
+    container = Container("ingest-one-url", env)
     yield container
     container.stop()

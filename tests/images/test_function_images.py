@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from functions.lib import catalog, retrain
-from functions.lib.catalog import CANONICAL_PREFIX
 from functions.lib.store import open_store
 from tests.conftest import DATASET, canonical
 from tests.images.containers import Container, pod_environment
@@ -65,49 +64,41 @@ def test_predict_cannot_write_outside_tmp(predict: Container) -> None:
     assert predict.exec("sh", "-c", "echo x > /tmp/x && cat /tmp/x").stdout == "x\n"
 
 
-def test_ingest_one_url_stores_into_s3_and_mariadb(mysql_url: str, s3_url: str, source: str) -> None:
-    env = pod_environment(
-        DANDELION_DB_URL=mysql_url,
-        DANDELION_STORE_URL=s3_url,
-        DANDELION_SOURCE_MIRROR=f"{CANONICAL_PREFIX}={source}/",
-        DANDELION_ALLOW_PRIVATE_URLS="1",
+def test_ingest_one_url_stores_into_s3_and_mariadb(
+    mysql_url: str, s3_url: str, source: str, ingest: Container
+) -> None:
+    engine, store = catalog.open_catalog(mysql_url), open_store(s3_url)
+    url, data = canonical("dandelion", 7), (DATASET / "dandelion" / "00000007.jpg").read_bytes()
+    first = ingest.http.post(f"{ingest.url}/", json={"url": url, "label": "dandelion"}, timeout=60)
+    assert (first.status_code, first.json()) == (
+        201,
+        {"outcome": "ingested", **expected_row(url, "dandelion", data, store)},
     )
-    container = Container("ingest-one-url", env)
-    try:
-        engine, store = catalog.open_catalog(mysql_url), open_store(s3_url)
-        url, data = canonical("dandelion", 7), (DATASET / "dandelion" / "00000007.jpg").read_bytes()
-        first = container.http.post(f"{container.url}/", json={"url": url, "label": "dandelion"}, timeout=60)
-        assert (first.status_code, first.json()) == (
-            201,
-            {"outcome": "ingested", **expected_row(url, "dandelion", data, store)},
-        )
-        again = container.http.post(f"{container.url}/", json={"url": url, "label": "dandelion"}, timeout=60)
-        assert (again.status_code, again.json()) == (200, {**first.json(), "outcome": "unchanged"})
-        assert store.get(f"raw/dandelion/{hashlib.sha256(data).hexdigest()}.jpg") == data
-        assert catalog.count(engine) == 1
-        for body, status, error, message in [  # as tests/integration/test_ingest_function.py has them
-            (
-                {"url": canonical("grass", 20), "label": "daisy"},
-                400,
-                "bad_request",
-                "label must be one of dandelion, grass, got 'daisy'",
-            ),
-            (
-                {"url": "ftp://example.org/x.jpg", "label": "grass"},
-                400,
-                "bad_request",
-                "only absolute http and https URLs can be ingested, got 'ftp://example.org/x.jpg'",
-            ),
-            ({"url": f"{source}/hostile/page.jpg", "label": "grass"}, 415, "not_an_image", "not an image"),
-            ({"url": f"{source}/hostile/bomb.png", "label": "grass"}, 413, "too_large", "the image has"),
-        ]:
-            refused = container.http.post(f"{container.url}/", json=body, timeout=60)
-            assert (refused.status_code, refused.json()["error"]) == (status, error), body
-            assert refused.json()["message"].startswith(message), refused.json()
-        assert catalog.count(engine) == 1
-        assert list(store.keys("raw/")) == [f"raw/dandelion/{hashlib.sha256(data).hexdigest()}.jpg"]
-    finally:
-        container.stop()
+    again = ingest.http.post(f"{ingest.url}/", json={"url": url, "label": "dandelion"}, timeout=60)
+    assert (again.status_code, again.json()) == (200, {**first.json(), "outcome": "unchanged"})
+    assert store.get(f"raw/dandelion/{hashlib.sha256(data).hexdigest()}.jpg") == data
+    assert catalog.count(engine) == 1
+    for body, status, error, message in [  # as tests/integration/test_ingest_function.py has them
+        (
+            {"url": canonical("grass", 20), "label": "daisy"},
+            400,
+            "bad_request",
+            "label must be one of dandelion, grass, got 'daisy'",
+        ),
+        (
+            {"url": "ftp://example.org/x.jpg", "label": "grass"},
+            400,
+            "bad_request",
+            "only absolute http and https URLs can be ingested, got 'ftp://example.org/x.jpg'",
+        ),
+        ({"url": f"{source}/hostile/page.jpg", "label": "grass"}, 415, "not_an_image", "not an image"),
+        ({"url": f"{source}/hostile/bomb.png", "label": "grass"}, 413, "too_large", "the image has"),
+    ]:
+        refused = ingest.http.post(f"{ingest.url}/", json=body, timeout=60)
+        assert (refused.status_code, refused.json()["error"]) == (status, error), body
+        assert refused.json()["message"].startswith(message), refused.json()
+    assert catalog.count(engine) == 1
+    assert list(store.keys("raw/")) == [f"raw/dandelion/{hashlib.sha256(data).hexdigest()}.jpg"]
 
 
 def test_ingest_one_url_refuses_the_hosts_loopback_unless_allowed(

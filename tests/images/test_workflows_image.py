@@ -16,7 +16,6 @@ import mlflow
 import pytest
 
 from functions.lib import catalog
-from functions.lib.catalog import CANONICAL_PREFIX
 from functions.lib.config import Settings
 from functions.lib.labels import LABELS
 from functions.lib.layout import metadata_key, read_champion
@@ -94,20 +93,6 @@ def script_steps(objects: list[dict[str, Any]]) -> set[str]:
         for template in LocalRunner.spec(manifest).get("templates", [])
         if "script" in template
     }
-
-
-@pytest.fixture
-def ingest(mysql_url: str, s3_url: str, source: str) -> Iterator[Container]:
-    """ingest-one-url, which extraction's steps call, reading the sources from the loopback mirror."""
-    env = pod_environment(
-        DANDELION_DB_URL=mysql_url,
-        DANDELION_STORE_URL=s3_url,
-        DANDELION_SOURCE_MIRROR=f"{CANONICAL_PREFIX}={source}/",
-        DANDELION_ALLOW_PRIVATE_URLS="1",
-    )
-    container = Container("ingest-one-url", env)
-    yield container
-    container.stop()
 
 
 @pytest.fixture
