@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import requests
@@ -44,6 +44,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def in_use(port: int) -> bool:
+    """Whether something listens on loopback `port` already (a server binding it would fail)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind: TIME_WAIT is free
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
 
 
 def function_command(part: str, host: str, port: int) -> list[str]:
@@ -91,13 +102,24 @@ def stop(process: subprocess.Popen[bytes], grace: float = 5) -> None:
     """SIGTERM to the process and everything it started, SIGKILL to what is left after `grace` seconds,
     as Kubernetes stops a pod: gunicorn's graceful shutdown would otherwise wait up to 30 s for a client
     that keeps an idle connection open, and killing the arbiter alone leaves its worker serving."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=grace)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    stop_all([process], grace)
+
+
+def stop_all(processes: Iterable[subprocess.Popen[bytes]], grace: float = 5) -> None:
+    """`stop` for several processes at once, as Kubernetes stops a pod's containers: all get SIGTERM
+    first and share one grace period, so stopping takes `grace` at most, not `grace` per process."""
+    processes = list(processes)
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def start_mlflow(home: Path, store_url: str, port: int, log: Path | None = None) -> subprocess.Popen[bytes]:

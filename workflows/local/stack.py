@@ -26,6 +26,7 @@ from workflows.local import monitoring, status
 from workflows.local.processes import (
     SERVED,
     WEB,
+    in_use,
     serve_directory,
     start_function,
     start_mlflow,
@@ -88,6 +89,7 @@ def local_stack(
     over loopback in place of the canonical source URLs (these machines have no internet)."""
     parts = (*SERVED, "mlflow", "retrain-webhook", "workflow-metrics", *MONITORING)
     urls = {part: f"http://127.0.0.1:{ports[part]}" for part in parts}
+    _check_ports(ports, start_own_mlflow=not os.environ.get("MLFLOW_TRACKING_URI"))
     env = {
         "DANDELION_INGEST_URL": f"{urls['ingest-one-url']}/",
         "DANDELION_PREDICT_URL": urls["predict"],
@@ -184,6 +186,20 @@ def local_stack(
         if shielded:  # first on the way out: a second Ctrl-C cannot cut stopping short and leave processes
             stack.callback(_set_handlers, dict.fromkeys(STOP_SIGNALS, signal.SIG_IGN))
         yield urls
+
+
+def _check_ports(ports: Mapping[str, int], start_own_mlflow: bool) -> None:
+    """Fail before starting anything when a port `up` needs is taken: otherwise a part would fail to bind
+    while `up` waited on, or talked to, whatever listens there (often a `make up` still running)."""
+    needed = [*SERVED, "retrain-webhook", "workflow-metrics"]
+    needed += ["mlflow"] if start_own_mlflow else []
+    needed += [] if monitoring.missing() else list(MONITORING)
+    taken = [f"{ports[part]} ({part})" for part in needed if in_use(ports[part])]
+    if taken:
+        raise RuntimeError(
+            f"ports already in use: {', '.join(taken)}; is another `make up` running? "
+            "`dandelion status` shows what answers there"
+        )
 
 
 def _set_handlers(handlers: Mapping[int, Any]) -> None:

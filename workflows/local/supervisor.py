@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from workflows.local.processes import stop
+from workflows.local.processes import stop, stop_all
 
 Process = subprocess.Popen[bytes]
 
@@ -50,8 +50,7 @@ class Supervisor:
         self._closed.set()
         self._thread.join()
         with self._lock:
-            for process in self.processes.values():
-                stop(process)
+            stop_all(self.processes.values())
 
     def _start(self, part: str) -> None:
         self.processes[part] = self.starters[part]()
