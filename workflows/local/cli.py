@@ -218,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # Our progress at INFO; the libraries' (alembic's plugin list, MLflow's) only when they warn.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("dandelion").setLevel(logging.INFO)
     args = build_parser().parse_args(argv)
     disable_mlflow_telemetry()
     return args.func(args)
