@@ -8,7 +8,7 @@ PIP_VERSION := 26.3
 SHARED ?= ../shared
 MIRROR_DIR ?= $(SHARED)/datasets/greenr
 
-.PHONY: install lock up test test-fast fuzz lint validate format render bench bench-ingest bench-train bench-predict loadtest faults clean
+.PHONY: install lock up test test-fast fuzz lint validate format render bench bench-ingest bench-train bench-predict bench-stack loadtest faults clean
 
 # Exactly the versions in the lock (what CI tested), then the project itself without resolving again.
 $(STAMP): pyproject.toml $(LOCK)
@@ -112,7 +112,7 @@ render: install
 # Speed and accuracy are measured here, not in tests; the README reports the figures. Every benchmark
 # runs even when an earlier one misses a target; the exit status is non-zero if any missed.
 bench: install
-	@status=0; for part in ingest train predict; do $(MAKE) --no-print-directory bench-$$part || status=1; done; \
+	@status=0; for part in ingest train predict stack; do $(MAKE) --no-print-directory bench-$$part || status=1; done; \
 		$(BIN)/python -m tests.bench.report || status=1; exit $$status
 
 bench-ingest: install
@@ -121,8 +121,13 @@ bench-ingest: install
 bench-train: install
 	$(BIN)/python -m tests.bench.train --mirror $(MIRROR_DIR)
 
+# PY_SPY=/path/to/py-spy adds a profile of the warm function (docs/benchmarks.md#predict).
 bench-predict: install
-	$(BIN)/python -m tests.bench.predict
+	$(BIN)/python -m tests.bench.predict $(if $(PY_SPY),--profile-with $(PY_SPY))
+
+# `make up` twice on a fresh home: time to serving, the stack's memory, Ctrl-C (the default ports must be free).
+bench-stack: install
+	$(BIN)/python -m tests.bench.stack --mirror $(MIRROR_DIR)
 
 # The images' sizes and cold starts in their containers (docs/benchmarks.md): after `make images`.
 bench-images: install

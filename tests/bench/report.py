@@ -20,7 +20,7 @@ from typing import Any
 from tests.support import ROOT
 
 OUTPUT = ROOT / "test-output" / "bench"
-PARTS = ("ingest", "train", "predict")
+PARTS = ("ingest", "train", "predict", "stack")
 
 
 def save(result: dict[str, Any]) -> None:
@@ -82,6 +82,24 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
                 (
                     f"predict ({backbone}) 8 clients, share of the in-process rate",
                     str(figures["throughput_8_clients_share_of_limit"]),
+                ),
+            ]
+    if stack := results.get("stack"):
+        for run, name in (
+            ("first_up", "first `make up` (extract, train)"),
+            ("second_up", "second `make up`"),
+        ):
+            figures = stack[run]
+            memory = figures["memory_once_serving"]
+            table += [
+                (f"{name} to serving", f"{figures['to_serving_s']} s"),
+                (
+                    f"{name}, memory once serving: resident / proportional",
+                    f"{memory['rss_mb']} / {memory['pss_mb']} MiB ({memory['processes']} processes)",
+                ),
+                (
+                    f"{name}, Ctrl-C to exit, processes left",
+                    f"{figures['stop_s']} s, {len(figures['processes_left'])}",
                 ),
             ]
     return table
