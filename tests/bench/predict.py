@@ -18,6 +18,10 @@ Method, all in one run on this machine:
 - Phone photo: decode + preprocess of one 4000x3000 JPEG (a dataset image enlarged, quality 90), as
   the function does it (reduced-scale JPEG decoding) and with a full decode, median of 10 each.
 - Memory: resident set size of the warm function's processes (gunicorn's arbiter and its worker).
+- Profile (with `--profile-with PATH_TO_PY_SPY`): py-spy samples the warm worker (500 Hz, threads
+  on CPU only) while one client sends sequential requests for 20 s; each sample is charged to the
+  innermost frame that belongs to a known part (onnxruntime, Pillow, the multipart parser, Prometheus
+  metrics, logging, JSON, gunicorn, Flask/Werkzeug, Dandelion's own code), reported in ms per request.
 - Install: a fresh virtual environment with `pip install .[serving]`; the size of its
   site-packages, and that importing the predict function there loads no torch.
 """
@@ -115,7 +119,56 @@ def children(pid: int) -> list[int]:
     return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-def warm(env: dict[str, str], bodies: list[tuple[bytes, str]]) -> dict:
+# The parts a request's CPU time is charged to: the innermost frame whose file matches wins.
+PARTS = (
+    ("onnxruntime", "onnxruntime/"),
+    ("Pillow (decode, resize)", "PIL/"),
+    ("multipart parsing", "werkzeug/formparser.py", "werkzeug/sansio/multipart.py"),
+    ("Prometheus metrics", "prometheus_client/"),
+    ("logging", "logging/"),
+    ("JSON", "json/"),
+    ("gunicorn (HTTP, sockets)", "gunicorn/"),
+    ("Flask, Werkzeug, functions-framework", "flask/", "werkzeug/", "functions_framework/"),
+    ("Dandelion (preprocessing, routing)", "functions/"),
+)
+
+
+def charge(stack: str) -> str:
+    """The part a py-spy collapsed stack (root;...;leaf) is charged to."""
+    for frame in reversed(stack.split(";")):
+        for part, *paths in PARTS:
+            if any(path in frame for path in paths):
+                return part
+    return "other (interpreter, threading)"
+
+
+def profile(py_spy: str, worker: int, client: Client, seconds: float = 20) -> dict[str, float]:
+    """CPU milliseconds per request in each part, from py-spy samples of the worker under one client."""
+    with tempfile.TemporaryDirectory() as out:
+        raw = Path(out) / "stacks.txt"
+        command = [py_spy, "record", "--pid", str(worker), "--rate", "500", "--format", "raw"]
+        sampler = subprocess.Popen(
+            [*command, "--duration", str(seconds), "--output", str(raw), "--nonblocking"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(1)  # attached
+        requests, deadline = 0, time.monotonic() + seconds - 2
+        while time.monotonic() < deadline:
+            assert client.post(requests) == 200
+            requests += 1
+        sampler.wait()
+        samples: dict[str, int] = {}
+        for line in raw.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            samples[charge(stack)] = samples.get(charge(stack), 0) + int(count)
+    # Samples taken while no request ran are idle threads (py-spy skips those) or a handful; per request:
+    return {
+        part: round(1000 * n / 500 / requests, 2) for part, n in sorted(samples.items(), key=lambda i: -i[1])
+    }
+
+
+def warm(env: dict[str, str], bodies: list[tuple[bytes, str]], py_spy: str | None = None) -> dict:
     port = free_port()
     process = start_function("predict", port, env | {"DANDELION_HOME": tempfile.mkdtemp()})
     try:
@@ -155,6 +208,11 @@ def warm(env: dict[str, str], bodies: list[tuple[bytes, str]]) -> dict:
         elapsed = time.perf_counter() - started
         worker = children(process.pid)
         memory = {"arbiter": rss_mib(process.pid), "worker": sum(rss_mib(pid) for pid in worker)}
+        profiled = (
+            {}
+            if py_spy is None
+            else {"profile_cpu_ms_per_request": profile(py_spy, worker[0], Client(port, bodies))}
+        )
     finally:
         stop(process)
     latencies.sort()
@@ -165,6 +223,7 @@ def warm(env: dict[str, str], bodies: list[tuple[bytes, str]]) -> dict:
         "throughput_8_clients_per_s": round(sum(counts) / elapsed, 1),
         "failed_requests_8_clients": failures[0],
         "rss_mib": {k: round(v, 1) for k, v in memory.items()} | {"total": round(sum(memory.values()), 1)},
+        **profiled,
     }
 
 
@@ -223,14 +282,16 @@ def serving_install() -> dict:
     }
 
 
-def measure(model: tuple[bytes, dict], images: list[bytes], bodies: list[tuple[bytes, str]]) -> dict:
+def measure(
+    model: tuple[bytes, dict], images: list[bytes], bodies: list[tuple[bytes, str]], py_spy: str | None
+) -> dict:
     """Cold start, warm latency and throughput, memory, and the in-process limit of one model."""
     with tempfile.TemporaryDirectory() as store:
         store_url = Path(store).as_uri()
         publish_model(store_url, "1", model)
         env = dict(os.environ, DANDELION_STORE_URL=store_url)
         colds = [cold_start(env, bodies[0]) for _ in range(7)]
-        served = warm(env, bodies)
+        served = warm(env, bodies, py_spy)
     rates = {threads: in_process_rate(model, images, threads) for threads in (1, 2)}
     limit, one_thread_ms = max(rates.values()), 1000 / rates[1]
     return {
@@ -248,13 +309,16 @@ def measure(model: tuple[bytes, dict], images: list[bytes], bodies: list[tuple[b
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-install", action="store_true", help="skip measuring the serving install")
+    parser.add_argument("--profile-with", metavar="PY_SPY", help="py-spy's path: profile the warm worker")
     args = parser.parse_args()
     images = jpegs()
     bodies = [multipart(image) for image in images]
     result = {
         "benchmark": "predict",
         "backbones": {
-            backbone: measure(train_tiny_model(seed=0, per_class=20, backbone=backbone), images, bodies)
+            backbone: measure(
+                train_tiny_model(seed=0, per_class=20, backbone=backbone), images, bodies, args.profile_with
+            )
             for backbone in BACKBONES
         },
         "phone_photo_4000x3000_preprocess_ms": phone_photo_preprocess_ms(),
@@ -264,9 +328,9 @@ def main() -> int:
     default, scratch = result["backbones"][Settings.backbone], result["backbones"]["scratch"]
     result["targets_met"] = (
         default["cold_start_s"]["median"] < 1.0
-        and default["p50_overhead_ms"] < 3.0
+        and default["p50_overhead_ms"] <= 2.0
         and scratch["p50_ms_1_client"] < 10
-        and all(b["throughput_8_clients_share_of_limit"] >= 0.7 for b in (default, scratch))
+        and default["throughput_8_clients_share_of_limit"] >= 0.7
         and all(b["rss_mib"]["worker"] < 250 for b in (default, scratch))
         and all(b["failed_requests_8_clients"] == 0 for b in (default, scratch))
     )
