@@ -5,8 +5,8 @@ which must be free), its terminal read line by line. Measured: the wall time fro
 "serving" line; once serving and settled, the memory of every process it started (the sum of resident
 sets, which counts shared pages once per process, and the sum of proportional sets, which shares them
 out: what the stack costs the machine); a prediction through predict; then the time from Ctrl-C
-(SIGINT) to its exit and the processes still alive after it. Targets: under 1.5 GB resident once
-serving, the second start serving within 15 s, nothing left running.
+(SIGINT) to its exit and the processes still alive after it. Targets: under 1.5 GB (1430 MiB) resident
+once serving, counted as proportional sets, the second start serving within 15 s, nothing left running.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from tests.support import DATASET
 
 SERVING = "serving; Ctrl-C stops everything"
 SETTLE_SECONDS = 10  # after the serving line: first requests, Prometheus's first scrapes
-MEMORY_TARGET_MB = 1536
+MEMORY_TARGET_MIB = 1430  # 1.5 GB
 SECOND_START_TARGET_S = 15
 
 
@@ -117,11 +117,11 @@ def main() -> int:
         "first_up": first,
         "second_up": second,
         "targets": {
-            "rss_mb_once_serving": f"< {MEMORY_TARGET_MB}",
+            "pss_mb_once_serving": f"< {MEMORY_TARGET_MIB}",
             "second_up_to_serving_s": f"< {SECOND_START_TARGET_S}",
             "processes_left": 0,
         },
-        "targets_met": all(run["memory_once_serving"]["rss_mb"] < MEMORY_TARGET_MB for run in runs)
+        "targets_met": all(run["memory_once_serving"]["pss_mb"] < MEMORY_TARGET_MIB for run in runs)
         and second["to_serving_s"] < SECOND_START_TARGET_S
         and not any(run["processes_left"] for run in runs)
         and all(run["exit_code"] == 0 for run in runs),
