@@ -95,6 +95,7 @@ def test_a_run_is_tracked_registered_promoted_and_exported(platform, backbone, m
     per_class = {f"test_{m}_{label}" for m in ("precision", "recall", "f1", "share") for label in LABELS}
     confusion = {f"test_confusion_{true}_as_{predicted}" for true in LABELS for predicted in LABELS}
     assert {
+        "train_loss",
         "train_accuracy",
         "calibration_accuracy",
         "calibration_ece_before",
@@ -111,8 +112,9 @@ def test_a_run_is_tracked_registered_promoted_and_exported(platform, backbone, m
         *confusion,
     } <= set(run.data.metrics)
     assert sum(run.data.metrics[name] for name in confusion) == run.data.metrics["test_images"]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [0]
+    assert run.data.metrics["train_loss"] > 0
     if backbone == "scratch":
-        assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [0]
         assert run.data.params["compute_dtype"] in ("float32", "bfloat16")
     else:  # the training computed the train and validation images' features; the audit, the test images'
         assert run.data.metrics["features_cached"] == 0

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from scipy.special import log_softmax
 from torch import nn
 from torchvision.transforms import v2
 
@@ -273,7 +274,14 @@ def fit(
     got = features.features(store, fit_set)
     labels = np.array([prep.classes.index(e.label) for e in fit_set])
     weight, bias = pretrained.fit_head(got.values, labels, len(prep.classes), config.seed)
-    on_epoch(0, {"train_accuracy": float(((got.values @ weight.T + bias).argmax(1) == labels).mean())})
+    logits = got.values @ weight.T + bias
+    on_epoch(
+        0,
+        {
+            "train_loss": float(-log_softmax(logits, axis=1)[np.arange(len(labels)), labels].mean()),
+            "train_accuracy": float((logits.argmax(1) == labels).mean()),
+        },
+    )
     held_out = pretrained.out_of_fold(got.values, labels, config.seed)
     if held_out is None:  # too few images of a class to hold any out: no calibration
         held_out, labels = np.zeros((0, len(prep.classes))), np.zeros(0, dtype=int)
