@@ -151,7 +151,7 @@ def ingested(url: str, label: str, sha256: str) -> dict[str, str]:
     }
 
 
-def test_a_refused_user_is_a_503_not_a_500(server: Server, tmp_path: Path) -> None:
+def test_a_refused_user_is_a_503_not_a_500(server: Server) -> None:
     """A wrong password (a rotation half done) and a missing grant: the server's fault, never the
     client's; each is Unavailable, which the functions answer with 503 and Retry-After."""
     wrong = server.url("ingest-one-url").replace("://dl", "://nobody_dl", 1)
@@ -248,7 +248,7 @@ def test_train_model_snapshots_queues_suspects_and_the_admin_decides_them(
     ]
     assert queue_suspects(trainer, suspects, "audit-run") == 2
     assert queue_suspects(trainer, suspects, "audit-run") == 0  # queued once
-    assert retrain.labels_trained(trainer, 0) >= 0
+    retrain.labels_trained(trainer, 0)  # training's one write to the retraining state: not refused
 
     labeller = Labeller.from_settings(settings(server, "validate-label", tmp_path))
     queued = {row["label"]: row["id"] for row in labeller.listing("pending", "suspect", 10)}
