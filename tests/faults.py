@@ -270,36 +270,26 @@ class Load:
         with self._lock:
             return [a for a in self.answers if a.sent >= moment]
 
-    def wait_for(self, condition: Callable[[Answer], bool], after: float, seconds: float, what: str) -> float:
-        """Block until an answer sent after `after` meets `condition`; returns when it was sent."""
-        found: list[float] = []
-
-        def seen() -> bool:
-            found.extend(a.sent for a in self.since(after) if condition(a))
-            return bool(found)
-
-        wait_until(seen, seconds, what)
-        return min(found)
+    def wait_for(self, condition: Callable[[Answer], bool], after: float, seconds: float, what: str) -> None:
+        """Block until an answer sent after `after` meets `condition`."""
+        wait_until(lambda: any(condition(a) for a in self.since(after)), seconds, what)
 
 
-def back_pressure_or(ok: set[int]) -> Callable[[Answer], str | None]:
-    """A check of one answer: a status in `ok`, or a 503 with Retry-After and the JSON error body."""
-
-    def problem(answer: Answer) -> str | None:
-        if answer.status in ok:
-            return None
-        if (
-            answer.status == 503
-            and answer.retry_after is not None
-            and answer.retry_after.isdigit()
-            and isinstance(answer.body, dict)
-            and set(answer.body) == {"error", "message"}
-            and answer.body["error"] == "unavailable"
-        ):
-            return None
-        return f"{answer.kind}: {answer.status} {answer.retry_after!r} {answer.body!r} {answer.error}"
-
-    return problem
+def problem(answer: Answer, ok: set[int]) -> str | None:
+    """What is wrong with one answer, if anything: it must have a status in `ok`, or be a 503 with
+    Retry-After and the JSON error body."""
+    if answer.status in ok:
+        return None
+    if (
+        answer.status == 503
+        and answer.retry_after is not None
+        and answer.retry_after.isdigit()
+        and isinstance(answer.body, dict)
+        and set(answer.body) == {"error", "message"}
+        and answer.body["error"] == "unavailable"
+    ):
+        return None
+    return f"{answer.kind}: {answer.status} {answer.retry_after!r} {answer.body!r} {answer.error}"
 
 
 # ---------------------------------------------------------------- the catalog against the store

@@ -27,8 +27,8 @@ from tests.faults import (
     Load,
     MotoS3,
     ThrowawayMariaDB,
-    back_pressure_or,
     disagreement,
+    problem,
 )
 from tests.integration.test_ingest_function import Service
 from tests.integration.test_validate_label import ADMIN, Labels, photo
@@ -144,7 +144,7 @@ def through(stack: Stack, server: Daemon, fault: str) -> str:
 
 
 def check(answers: list[Answer]) -> None:
-    problems = [p for a in answers if (p := back_pressure_or(OK[a.kind])(a))]
+    problems = [p for a in answers if (p := problem(a, OK[a.kind]))]
     assert problems == [], f"{len(problems)} of {len(answers)} answers neither served nor 503: {problems[:5]}"
 
 
