@@ -167,17 +167,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 # Errors that are the server's or its configuration's, never the client's: a 503 that says which, not a
 # 500. Lost or refused connections, lock waits and deadlocks; a user refused (wrong password, no grant on
 # the database or a table, a database that does not exist), as after a credential rotation half done.
-_OUTAGE_CODES = {1040, 1205, 1213, 2002, 2003, 2006, 2013} | {1044, 1045, 1049, 1142, 1143, 1698}
+_OUTAGE_CODES = (
+    {1040, 1205, 1213, 2002, 2003, 2006, 2013} | (schema.ACCESS_DENIED - {1227}) | {1045, 1049, 1698}
+)
 DEADLOCK = 1213
 DEADLOCK_ATTEMPTS = 3
 
 
-def _code(exc: OperationalError) -> int | None:
-    return exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
-
-
 def _is_outage(exc: OperationalError) -> bool:
-    return exc.connection_invalidated or _code(exc) in _OUTAGE_CODES or "database is locked" in str(exc.orig)
+    return (
+        exc.connection_invalidated
+        or schema.error_code(exc) in _OUTAGE_CODES
+        or "database is locked" in str(exc.orig)
+    )
 
 
 def retry_deadlocks(transaction: Callable[[], T]) -> T:
@@ -188,7 +190,7 @@ def retry_deadlocks(transaction: Callable[[], T]) -> T:
         try:
             return transaction()
         except OperationalError as exc:
-            if _code(exc) != DEADLOCK:
+            if schema.error_code(exc) != DEADLOCK:
                 raise
     return transaction()
 

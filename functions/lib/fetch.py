@@ -41,13 +41,13 @@ def check_url(url: str) -> None:
     is written."""
     if len(url) > MAX_URL_LENGTH:
         raise BadRequest(f"URLs are limited to {MAX_URL_LENGTH} characters; this one has {len(url)}")
-    shown = without_credentials(url[:200])
     try:
         parsed = urlparse(url)
         parsed.port  # noqa: B018 - parsing the port is what checks it
     except ValueError:
-        raise BadRequest(f"not a valid URL: {shown!r}") from None
+        raise BadRequest(f"not a valid URL: {without_credentials(url[:200])!r}") from None
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        shown = without_credentials(url[:200])
         raise BadRequest(f"only absolute http and https URLs can be ingested, got {shown!r}")
     if parsed.username is not None or parsed.password is not None:
         raise BadRequest(

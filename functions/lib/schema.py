@@ -34,6 +34,11 @@ LOCK_SECONDS = 120
 ACCESS_DENIED = {1044, 1142, 1143, 1227}
 
 
+def error_code(exc: OperationalError) -> int | None:
+    """The MySQL error number of a driver error (None for SQLite's, which have none)."""
+    return exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
+
+
 def _config(
     connection: Connection | None = None, dialect: str | None = None, output: io.StringIO | None = None
 ) -> Config:
@@ -83,8 +88,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
                 command.stamp(config, BASELINE)  # made before migrations: it is the baseline's schema
             command.upgrade(config, target)
         except OperationalError as exc:
-            code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
-            if code not in ACCESS_DENIED:
+            if error_code(exc) not in ACCESS_DENIED:
                 raise
             raise Unavailable(
                 f"the catalog's schema is at revision {found}, this code needs {target}, and database user "

@@ -169,6 +169,13 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
 
+def pending_count(engine: Engine) -> int:
+    """Submissions waiting for an admin."""
+    query = select(func.count()).select_from(submissions).where(submissions.c.status == "pending")
+    with catalog.unavailable_on_outage("catalog"), engine.connect() as connection:
+        return int(connection.execute(query).scalar_one())
+
+
 @dataclass
 class Labeller:
     settings: Settings
@@ -238,9 +245,7 @@ class Labeller:
         return self.store.get(row["object_key"]), row["content_type"]
 
     def pending_count(self) -> int:
-        query = select(func.count()).select_from(submissions).where(submissions.c.status == "pending")
-        with catalog.unavailable_on_outage("catalog"), self.engine.connect() as connection:
-            return int(connection.execute(query).scalar_one())
+        return pending_count(self.engine)
 
     def decide(self, submission_id: int, decision: str, label: str | None) -> dict[str, Any]:
         """An upload: accept (as submitted, or with a corrected label) or reject. A suspect: keep its

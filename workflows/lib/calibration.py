@@ -17,16 +17,20 @@ BINS = 10
 TEMPERATURE_RANGE = (0.05, 20.0)
 
 
+def nll(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The mean negative log-likelihood of the labels under softmax(logits)."""
+    return float(-log_softmax(logits, axis=1)[np.arange(len(labels)), labels].mean())
+
+
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """The temperature T minimising the negative log-likelihood of softmax(logits / T); 1.0 (no change)
     when there is nothing to fit on."""
     if len(labels) == 0:
         return 1.0
 
-    def nll(temperature: float) -> float:
-        return float(-log_softmax(logits / temperature, axis=1)[np.arange(len(labels)), labels].mean())
-
-    return float(minimize_scalar(nll, bounds=TEMPERATURE_RANGE, method="bounded").x)
+    return float(
+        minimize_scalar(lambda t: nll(logits / t, labels), bounds=TEMPERATURE_RANGE, method="bounded").x
+    )
 
 
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = BINS) -> float:

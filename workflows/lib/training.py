@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from scipy.special import log_softmax
 from torch import nn
 from torchvision.transforms import v2
 
@@ -278,7 +277,7 @@ def fit(
     on_epoch(
         0,
         {
-            "train_loss": float(-log_softmax(logits, axis=1)[np.arange(len(labels)), labels].mean()),
+            "train_loss": calibration.nll(logits, labels),
             "train_accuracy": float((logits.argmax(1) == labels).mean()),
         },
     )

@@ -89,7 +89,8 @@ def local_stack(
     over loopback in place of the canonical source URLs (these machines have no internet)."""
     parts = (*SERVED, "mlflow", "retrain-webhook", "workflow-metrics", *MONITORING)
     urls = {part: f"http://127.0.0.1:{ports[part]}" for part in parts}
-    _check_ports(ports, start_own_mlflow=not os.environ.get("MLFLOW_TRACKING_URI"))
+    start_own_mlflow = not os.environ.get("MLFLOW_TRACKING_URI")
+    _check_ports(ports, start_own_mlflow)
     env = {
         "DANDELION_INGEST_URL": f"{urls['ingest-one-url']}/",
         "DANDELION_PREDICT_URL": urls["predict"],
@@ -109,7 +110,6 @@ def local_stack(
                 f"{catalog.CANONICAL_PREFIX}=http://127.0.0.1:{server.server_port}/"
             )
             report(f"mirror of {mirror} on http://127.0.0.1:{server.server_port}/")
-        start_own_mlflow = not os.environ.get("MLFLOW_TRACKING_URI")
         if start_own_mlflow:
             env["MLFLOW_TRACKING_URI"] = urls["mlflow"]
         stack.enter_context(_environment(env))

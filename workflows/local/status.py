@@ -21,7 +21,7 @@ from functions.lib.errors import DandelionError, Unavailable
 from functions.lib.labels import LABELS
 from functions.lib.layout import read_champion
 from functions.lib.store import open_store
-from functions.lib.submissions import Labeller
+from functions.lib.submissions import pending_count
 
 # Where each local service says it is up (the routes `dandelion up` waits on).
 HEALTH = {
@@ -55,12 +55,12 @@ def services(ports: Mapping[str, int] = DEFAULT_PORTS, timeout: float = 2.0) -> 
 
 def catalog_counts(settings: Settings) -> dict[str, Any]:
     """Rows by status and label, the submissions waiting for an admin, and the retraining's progress."""
-    labeller = Labeller.from_settings(settings)
-    rows = catalog.counts_by_status_and_label(labeller.engine)
-    state = retrain.status(labeller.engine, settings.retrain_min_new_labels, events=0)
+    engine = catalog.open_catalog(settings.db_url)
+    rows = catalog.counts_by_status_and_label(engine)
+    state = retrain.status(engine, settings.retrain_min_new_labels, events=0)
     return {
         "rows": rows,
-        "pending_submissions": labeller.pending_count(),
+        "pending_submissions": pending_count(engine),
         "new_labels": state["new_labels"],
         "retrain_in": state["remaining"],
     }
