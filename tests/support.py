@@ -28,8 +28,10 @@ DATASET = SHARED / "datasets" / "greenr"
 @contextlib.contextmanager
 def loopback_server(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[http.server.HTTPServer]:
     """`handler` served on a free loopback port from daemon threads for as long as the block runs: a
-    peer that misbehaves (drips, redirects, answers what a test needs) holds no thread past it."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    peer that misbehaves (drips, redirects, answers what a test needs) holds no thread past it. Quiet:
+    no request line on stderr."""
+    quiet = type(handler.__name__, (handler,), {"log_message": lambda _self, *_args: None})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), quiet)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:

@@ -29,6 +29,7 @@ Method, all in one run on this machine:
 from __future__ import annotations
 
 import argparse
+import collections
 import http.client
 import io
 import os
@@ -158,10 +159,10 @@ def profile(py_spy: str, worker: int, client: Client, seconds: float = 20) -> di
             assert client.post(requests) == 200
             requests += 1
         sampler.wait()
-        samples: dict[str, int] = {}
+        samples: collections.Counter[str] = collections.Counter()
         for line in raw.read_text().splitlines():
             stack, _, count = line.rpartition(" ")
-            samples[charge(stack)] = samples.get(charge(stack), 0) + int(count)
+            samples[charge(stack)] += int(count)
     # Samples taken while no request ran are idle threads (py-spy skips those) or a handful; per request:
     return {
         part: round(1000 * n / 500 / requests, 2) for part, n in sorted(samples.items(), key=lambda i: -i[1])

@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
-import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from tests.support import ROOT
+from workflows.local.images import code_version
 
 OUTPUT = ROOT / "test-output" / "bench"
 PARTS = ("ingest", "train", "predict", "stack")
@@ -37,13 +36,7 @@ def machine() -> dict[str, Any]:
     fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
     flags = set(fields.get("flags\t\t", "").split())
     meminfo = Path("/proc/meminfo").read_text().split() if Path("/proc/meminfo").exists() else []
-    git = shutil.which("git")
-    commit = "unknown"
-    if git is not None:
-        run = subprocess.run(  # a fixed command, no user input
-            [git, "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
-        )
-        commit = run.stdout.strip() or commit
+    commit = code_version() or "unknown"
     return {
         "cpu": fields.get("model name\t", platform.processor()).strip(),
         "cores": os.cpu_count(),

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from functions.lib import catalog, retrain
+from functions.lib.labels import LABELS
 from functions.lib.store import open_store
 from tests.conftest import DATASET, canonical
-from tests.images.containers import Container, pod_environment
+from tests.images.containers import UID, Container, pod_environment
 from tests.integration.test_ingest_function import expected_row
 from tests.integration.test_predict_function import expected
 from tests.integration.test_validate_label import ADMIN, BAD_SUBMISSIONS, TOKEN, Receiver, wait_for
@@ -23,7 +24,6 @@ pytestmark = pytest.mark.images
 
 DANDELION = (DATASET / "dandelion" / "00000001.jpg").read_bytes()
 GRASS = (DATASET / "grass" / "00000003.jpg").read_bytes()
-CLASSES = ("dandelion", "grass")
 COLD_START_LIMIT = 30  # seconds from `podman run` to the first 200 from /health, model loaded
 
 
@@ -46,9 +46,9 @@ def test_predict_classifies_real_photos_as_onnxruntime_does_here(
     for answer, data in zip(response.json(), (DANDELION, GRASS), strict=True):
         probabilities = expected(tiny_models[0], data)
         assert answer["probabilities"] == pytest.approx(
-            dict(zip(CLASSES, probabilities, strict=True)), abs=1e-6
+            dict(zip(LABELS, probabilities, strict=True)), abs=1e-6
         )
-        assert answer["predicted_class"] == CLASSES[int(np.argmax(probabilities))]
+        assert answer["predicted_class"] == LABELS[int(np.argmax(probabilities))]
         assert answer["model_version"] == "1"
     refused = predict.http.post(f"{predict.url}/predict", data=b"not an image", timeout=30)
     assert refused.status_code == 415 and refused.json()["error"] == "not_an_image"
@@ -56,7 +56,7 @@ def test_predict_classifies_real_photos_as_onnxruntime_does_here(
 
 def test_predict_cannot_write_outside_tmp(predict: Container) -> None:
     """readOnlyRootFilesystem: the image's own files, and the mounted store, are out of the user's reach."""
-    assert predict.exec("id", "-u").stdout.strip() == "10001"
+    assert predict.exec("id", "-u").stdout.strip() == str(UID)
     for path in ("/app/functions/predict.py", "/opt/venv/new", "/store/models/champion.json", "/var/tmp/x"):
         written = predict.exec("sh", "-c", f"echo x > {path}")
         assert written.returncode != 0, path

@@ -222,9 +222,6 @@ def handler(fake: FakeGrafana) -> type[http.server.BaseHTTPRequestHandler]:
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = handle_one
 
-        def log_message(self, format: str, *args: Any) -> None:  # quiet: the calls are recorded instead
-            pass
-
     return Handler
 
 

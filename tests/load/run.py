@@ -16,7 +16,6 @@ from the end of the warm-up to the end of the run. It prints the figures: reques
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import os
 import secrets
@@ -27,6 +26,8 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
+
 from tests.support import ROOT, publish_model, train_tiny_model
 from workflows.local.processes import free_port, start_function, stop, wait_healthy
 
@@ -34,17 +35,10 @@ LOCUSTFILE = ROOT / "tests" / "load" / "locustfile.py"
 MiB = 1024 * 1024
 
 
-def resident(group: int) -> int:
-    """Bytes resident in memory of every process in a process group (a function: gunicorn's arbiter,
-    which started the group, and its worker), from /proc."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):  # a process gone between the listing and the reading
-            fields = stat.read_text().rpartition(")")[2].split()  # after the command, which may hold spaces
-            if int(fields[2]) == group:  # pgrp
-                status = (stat.parent / "status").read_text()
-                total += int(status.split("VmRSS:")[1].split()[0]) * 1024  # kB
-    return total
+def resident(pid: int) -> int:
+    """Bytes resident in memory of a function: gunicorn's arbiter `pid` and its worker."""
+    root = psutil.Process(pid)
+    return sum(process.memory_info().rss for process in [root, *root.children(recursive=True)])
 
 
 def cpu_ticks() -> tuple[int, int]:

@@ -123,9 +123,6 @@ class _Drip(http.server.BaseHTTPRequestHandler):
                 self.wfile.flush()
                 time.sleep(0.2)
 
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
 
 def test_the_download_deadline_holds_against_a_source_that_drips() -> None:
     settings = dataclasses.replace(Settings.from_env({}), download_deadline=1.0)
@@ -156,9 +153,6 @@ class _Mirror(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", "5")
         self.end_headers()
         self.wfile.write(b"image")
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 def test_only_the_mirrors_origin_is_exempt_from_the_address_guard() -> None:

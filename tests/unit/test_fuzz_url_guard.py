@@ -313,9 +313,6 @@ class Canary(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(b"ok")
 
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
 
 @pytest.fixture(scope="module")
 def canary(network: Network) -> Iterator[int]:
@@ -347,9 +344,6 @@ class Redirector(http.server.BaseHTTPRequestHandler):
         self.send_header("Location", Redirector.location)
         self.send_header("Content-Length", "0")
         self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
