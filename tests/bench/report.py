@@ -87,8 +87,9 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
             table += [
                 (f"{name} to serving", f"{figures['to_serving_s']} s"),
                 (
-                    f"{name}, memory once serving: resident / proportional",
-                    f"{memory['rss_mb']} / {memory['pss_mb']} MiB ({memory['processes']} processes)",
+                    f"{name}, memory once serving: resident (distinct pages) / proportional / RSS summed",
+                    f"{memory['resident_mb']} / {memory['pss_mb']} / {memory['rss_sum_mb']} MiB"
+                    f" ({memory['processes']} processes)",
                 ),
                 (
                     f"{name}, Ctrl-C to exit, processes left",

@@ -2,11 +2,13 @@
 
 Method: the real command in its own process (with the loopback mirror of the dataset, the default ports,
 which must be free), its terminal read line by line. Measured: the wall time from start to its
-"serving" line; once serving and settled, the memory of every process it started (the sum of resident
-sets, which counts shared pages once per process, and the sum of proportional sets, which shares them
-out: what the stack costs the machine); a prediction through predict; then the time from Ctrl-C
-(SIGINT) to its exit and the processes still alive after it. Targets: under 1.5 GB (1430 MiB) resident
-once serving, counted as proportional sets, the second start serving within 15 s, nothing left running.
+"serving" line; once serving and settled, the memory of every process it started: the physical pages
+resident in their address spaces, each counted once (what the stack holds in RAM: a library every process
+maps, or the memory a gunicorn worker shares with the arbiter it was forked from, is one copy), beside
+the sum of proportional sets (shared pages shared out) and the plain sum of resident sets (shared pages
+counted once per process that maps them, so over the machine's real use); a prediction through predict;
+then the time from Ctrl-C (SIGINT) to its exit and the processes still alive after it. Targets: under
+1.5 GB (1430 MiB) resident once serving, the second start serving within 15 s, nothing left running.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psutil
 import requests
 
@@ -33,19 +36,45 @@ SERVING = "serving; Ctrl-C stops everything"
 SETTLE_SECONDS = 10  # after the serving line: first requests, Prometheus's first scrapes
 MEMORY_TARGET_MIB = 1430  # 1.5 GB
 SECOND_START_TARGET_S = 15
+PAGE = os.sysconf("SC_PAGE_SIZE")
+FRAME_MASK = np.uint64((1 << 55) - 1)
+
+
+def resident_pages(pid: int) -> set[int]:
+    """The page frame numbers of the pages resident in `pid`'s address space (/proc/PID/pagemap: bit 63
+    says present, bits 0-54 the frame). Without CAP_SYS_ADMIN the kernel reads every frame as 0."""
+    frames: set[int] = set()
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+        for line in maps:
+            start, end = (int(address, 16) for address in line.split()[0].split("-"))
+            if start >= 1 << 47:  # [vsyscall]: the kernel's page, not the process's
+                continue
+            pagemap.seek(start // PAGE * 8)
+            entries = np.frombuffer(pagemap.read((end - start) // PAGE * 8), dtype="<u8")
+            frames.update(entries[entries >> 63 == 1] & FRAME_MASK)
+    return frames
 
 
 def memory(root: psutil.Process) -> dict[str, Any]:
-    """The sums of resident and proportional set sizes over `root` and every process it started, in MB."""
+    """Over `root` and every process it started, in MiB: the distinct physical pages resident (None
+    when the kernel hides frames from this user), and the sums of proportional and resident sets."""
     processes = [root, *root.children(recursive=True)]
     rss = pss = 0
+    frames: set[int] = set()
     for process in processes:
         try:
             full = process.memory_full_info()
-        except psutil.NoSuchProcess:
+            frames |= resident_pages(process.pid)
+        except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
             continue
         rss, pss = rss + full.rss, pss + full.pss
-    return {"processes": len(processes), "rss_mb": round(rss / 2**20), "pss_mb": round(pss / 2**20)}
+    resident = None if frames <= {0} else round(len(frames) * PAGE / 2**20)
+    return {
+        "processes": len(processes),
+        "resident_mb": resident,
+        "pss_mb": round(pss / 2**20),
+        "rss_sum_mb": round(rss / 2**20),
+    }
 
 
 def run_up(home: Path, mirror: Path) -> dict[str, Any]:
@@ -104,6 +133,12 @@ def run_up(home: Path, mirror: Path) -> dict[str, Any]:
     }
 
 
+def resident(memory: dict[str, Any]) -> int:
+    """The stack's resident memory: its distinct pages, or where they cannot be read its proportional sets
+    (the same figure but for the shares of shared libraries that other processes on the machine map)."""
+    return memory["resident_mb"] if memory["resident_mb"] is not None else memory["pss_mb"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mirror", type=Path, default=DATASET, help="the greenr dataset folder to serve")
@@ -117,11 +152,11 @@ def main() -> int:
         "first_up": first,
         "second_up": second,
         "targets": {
-            "pss_mb_once_serving": f"< {MEMORY_TARGET_MIB}",
+            "resident_mb_once_serving": f"< {MEMORY_TARGET_MIB} (proportional when frames are hidden)",
             "second_up_to_serving_s": f"< {SECOND_START_TARGET_S}",
             "processes_left": 0,
         },
-        "targets_met": all(run["memory_once_serving"]["pss_mb"] < MEMORY_TARGET_MIB for run in runs)
+        "targets_met": all(resident(run["memory_once_serving"]) < MEMORY_TARGET_MIB for run in runs)
         and second["to_serving_s"] < SECOND_START_TARGET_S
         and not any(run["processes_left"] for run in runs)
         and all(run["exit_code"] == 0 for run in runs),
