@@ -20,14 +20,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
-import http.server
 import os
 import shlex
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -36,6 +33,8 @@ from typing import ClassVar
 from urllib.parse import unquote, urlsplit
 
 import yaml
+
+from workflows.local.processes import QuietHandler, serve_directory
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "platform" / "docker" / "Dockerfile"
@@ -89,14 +88,11 @@ def local_indexes(python: str = sys.executable) -> list[Path]:
     return folders
 
 
-class _WheelHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves an index folder's parent quietly, and counts the wheels it sends (the build's log names
-    them without saying where they came from)."""
+class _WheelHandler(QuietHandler):
+    """Serves an index folder's parent, and counts the wheels it sends (the build's log names them
+    without saying where they came from)."""
 
     wheels: ClassVar[list[int]] = []
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
     def do_GET(self) -> None:
         super().do_GET()
@@ -110,11 +106,7 @@ def served_indexes(folders: Sequence[Path], port: int = WHEEL_INDEX_PORT) -> Ite
     """Serve each index folder over loopback HTTP (the build runs on the host's network), on `port`,
     `port + 1`...; yields their URLs. The index pages link to `../../files/...`: each folder's parent is
     served, and the index is the folder under it."""
-    servers = []
-    for n, folder in enumerate(folders):
-        handler = functools.partial(_WheelHandler, directory=str(folder.parent))
-        servers.append(http.server.ThreadingHTTPServer(("127.0.0.1", port + n), handler))
-        threading.Thread(target=servers[-1].serve_forever, daemon=True).start()
+    servers = [serve_directory(folder.parent, port + n, _WheelHandler) for n, folder in enumerate(folders)]
     _WheelHandler.wheels.clear()
     try:
         yield [f"http://127.0.0.1:{port + n}/{folder.name}/" for n, folder in enumerate(folders)]

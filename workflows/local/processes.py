@@ -175,14 +175,19 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes] | None = None, timeo
     raise TimeoutError(f"{url} did not become healthy in {timeout:.0f} s")
 
 
-def serve_directory(directory: Path, port: int = 0) -> http.server.ThreadingHTTPServer:
-    """Serve `directory` over loopback HTTP from a daemon thread (the offline mirror of the sources)."""
-    handler = functools.partial(_QuietHandler, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves files without a log line per request."""
 
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+
+def serve_directory(
+    directory: Path, port: int = 0, handler: type[QuietHandler] = QuietHandler
+) -> http.server.ThreadingHTTPServer:
+    """Serve `directory` over loopback HTTP from a daemon thread (the offline mirror of the sources)."""
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", port), functools.partial(handler, directory=str(directory))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server

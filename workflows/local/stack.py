@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import signal
+import subprocess
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -142,13 +143,7 @@ def local_stack(
         )
 
         def ready(part: str, path: str = "/health") -> None:
-            """Wait for `part` to answer as long as a first start on a busy machine needs, saying so."""
-            url, process = f"{urls[part]}{path}", servers.processes[part]
-            try:
-                wait_healthy(url, process, timeout=2)
-            except TimeoutError:
-                report(f"waiting for {part} to answer at {url} (log: {logs / f'{part}.log'})")
-                wait_healthy(url, process, timeout=READY_SECONDS)
+            _wait_ready(part, f"{urls[part]}{path}", servers.processes[part], logs / f"{part}.log", report)
 
         monitored = _start_monitoring(stack, settings, ports, report)
         ready("ingest-one-url")
@@ -217,7 +212,19 @@ def _start_monitoring(
         return ()
     starters = {"alertmanager": monitoring.start_alertmanager, "prometheus": monitoring.start_prometheus}
     for part, starter in starters.items():
-        process = starter(settings.home, ports, settings.home / "logs" / f"{part}.log")
+        log = settings.home / "logs" / f"{part}.log"
+        process = starter(settings.home, ports, log)
         stack.callback(stop, process)
-        wait_healthy(f"http://127.0.0.1:{ports[part]}/-/ready", process, timeout=120)
+        _wait_ready(part, f"http://127.0.0.1:{ports[part]}/-/ready", process, log, report)
     return MONITORING
+
+
+def _wait_ready(
+    part: str, url: str, process: subprocess.Popen[bytes], log: Path, report: Callable[[str], None]
+) -> None:
+    """Wait for `part` to answer as long as a first start on a busy machine needs, saying so."""
+    try:
+        wait_healthy(url, process, timeout=2)
+    except TimeoutError:
+        report(f"waiting for {part} to answer at {url} (log: {log})")
+        wait_healthy(url, process, timeout=READY_SECONDS)
