@@ -24,9 +24,13 @@ from openapi_core.templating.paths.exceptions import OperationNotFound, PathNotF
 from PIL import Image
 
 from functions.lib.catalog import CANONICAL_PREFIX
+from functions.lib.config import Settings
+from functions.lib.ingest import Ingestor
+from functions.lib.labels import LABELS
 from functions.lib.layout import MODEL_NAME
 from functions.lib.openapi import document
-from tests.support import DATASET, loopback_server, train_tiny_model
+from functions.lib.store import ObjectStore, open_store
+from tests.support import DATASET, loopback_server, s3_environment, train_tiny_model
 from workflows.local.processes import (
     FUNCTION_TARGETS,
     disable_mlflow_telemetry,
@@ -120,16 +124,9 @@ def s3_endpoint() -> Iterator[str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
-    saved = {
-        k: os.environ.get(k)
-        for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
-    }
-    os.environ.update(
-        AWS_ENDPOINT_URL=endpoint,
-        AWS_ACCESS_KEY_ID="test",
-        AWS_SECRET_ACCESS_KEY="test",
-        AWS_DEFAULT_REGION="us-east-1",
-    )
+    variables = s3_environment(endpoint)
+    saved = {k: os.environ.get(k) for k in variables}
+    os.environ.update(variables)
     yield endpoint
     server.stop()
     for key, value in saved.items():
@@ -352,6 +349,38 @@ def mlflow_server(mlflow_service: str) -> str:
 
 
 # ---------------------------------------------------------------- models
+
+
+TRAINING_SUBSET = [(label, n) for label in LABELS for n in range(0, 200, 12)]  # 34 images
+
+
+@pytest.fixture
+def platform(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    source: str,
+    mlflow_server: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[Settings, ObjectStore]:
+    """A catalog and store holding TRAINING_SUBSET, ingested for real; the steps' environment points at them
+    (parametrize indirectly with (catalog, store) kinds: sqlite or mysql, file or s3)."""
+    db_kind, store_kind = getattr(request, "param", ("sqlite", "file"))
+    db_url = request.getfixturevalue("mysql_url") if db_kind == "mysql" else f"sqlite:///{tmp_path / 'c.db'}"
+    store_url = request.getfixturevalue("s3_url") if store_kind == "s3" else (tmp_path / "objects").as_uri()
+    env = {
+        "DANDELION_DB_URL": db_url,
+        "DANDELION_STORE_URL": store_url,
+        "DANDELION_ALLOW_PRIVATE_URLS": "1",
+        "DANDELION_SOURCE_MIRROR": f"{CANONICAL_PREFIX}={source}/",
+        "DANDELION_PREDICT_URL": f"http://127.0.0.1:{free_port()}",  # none: roll-out says so
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings.from_env()
+    ingestor = Ingestor.from_settings(settings)
+    for label, n in TRAINING_SUBSET:
+        ingestor.ingest(canonical(label, n), label)
+    return settings, open_store(store_url)
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,7 @@ from sqlalchemy import Engine, select
 from functions.lib import catalog
 from functions.lib.store import ObjectStore
 from functions.lib.submissions import submissions
+from tests.support import s3_environment
 from workflows.local.processes import free_port, start, stop
 
 # The slow variants (a frozen server, training killed) run under `make faults` only.
@@ -181,12 +182,7 @@ class MotoS3(Daemon):
 
     def client_environment(self) -> dict[str, str]:
         """What points boto3 at this server."""
-        return {
-            "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
+        return s3_environment(self.endpoint)
 
     def ready(self) -> bool:
         try:

@@ -41,6 +41,16 @@ def loopback_server(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterat
         server.server_close()
 
 
+def s3_environment(endpoint: str) -> dict[str, str]:
+    """What points boto3 at a moto server: its endpoint and the dummy credentials moto accepts."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+
 def mirrored_env(home: Path, mirror_port: int, ingest_port: int) -> dict[str, str]:
     """The environment of a local stack on a fresh `home` whose source URLs come from a loopback mirror."""
     return dict(

@@ -25,7 +25,6 @@ from functions.lib.layout import CHAMPION_KEY, MODEL_NAME
 from functions.lib.store import open_store
 from tests.conftest import DATASET, PODS_PRELOAD, FunctionProcess, SourceHandler, canonical, function_env
 from tests.faults import LONG, disagreement, wait_until
-from tests.integration.test_training import platform  # noqa: F401 - a fixture
 from tests.support import loopback_server, publish_model
 from workflows.local.processes import start
 from workflows.local.runner import LocalRunner, Pods, WorkflowFailed
@@ -140,7 +139,7 @@ def test_a_step_killed_fails_with_137_and_the_next_step_runs() -> None:
 
 @LONG  # about 20 s; test_training's crash between the alias and the pointer runs in `make test`
 def test_training_killed_between_export_and_promotion_leaves_the_champion_serving(
-    platform,  # noqa: F811 - the fixture imported above
+    platform,
     tiny_models,
     tmp_path: Path,
     monkeypatch,

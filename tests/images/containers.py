@@ -23,13 +23,17 @@ import pytest
 import requests
 
 from tests.conftest import DOCUMENTED
-from workflows.local.images import Image, images, podman
+from workflows.local.images import CA_BUNDLE, Image, images, podman
 from workflows.local.processes import FUNCTION_TARGETS, free_port
 
 IMAGES: dict[str, Image] = {image.target: image for image in images()}
 SERVING = ("predict", "ingest-one-url", "validate-label", "web")  # the images `make test` builds
 STOP_GRACE = 10  # seconds between SIGTERM and SIGKILL when a test stops a container
 UID = 10001  # the pods' runAsUser (platform/base/functions/*.yaml), the images' USER
+# The pods' securityContext: every capability dropped, no privilege escalation; with readOnlyRootFilesystem,
+# nothing writable but the emptyDir on /tmp.
+POD_SECURITY = ("--cap-drop", "ALL", "--security-opt", "no-new-privileges")
+READ_ONLY_ROOT = ("--read-only", "--read-only-tmpfs=false", "--tmpfs", "/tmp:rw,exec,mode=1777")
 # What a pod gets from its ConfigMap and Secret, taken from this process's environment when set there
 # (moto's endpoint and dummy credentials, MLflow's address); the rest each test passes itself.
 POD_VARIABLES = (
@@ -94,20 +98,19 @@ class Container:
         self.name = f"dandelion-test-{target}-{uuid.uuid4().hex[:8]}"
         self.http = requests.Session()
         self.http.headers["Connection"] = "close"
-        command = ["run", "--detach", "--name", self.name, "--network", "host"]
-        command += ["--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
-        if read_only:  # readOnlyRootFilesystem with an emptyDir on /tmp, and nothing else writable
-            command += ["--read-only", "--read-only-tmpfs=false", "--tmpfs", "/tmp:rw,exec,mode=1777"]
+        command = ["run", "--detach", "--name", self.name, "--network", "host", *POD_SECURITY]
+        if read_only:
+            command += READ_ONLY_ROOT
         for source, target_path, mode in mounts:
             command += ["--volume", f"{source}:{target_path}:{mode}"]
         for name, value in {**env, "HOST": "127.0.0.1", "PORT": str(self.port)}.items():
             command += ["--env", f"{name}={value}"]
-        started = time.monotonic()
+        self.started = time.monotonic()  # as `podman run` starts
         run_podman(*command, self.image.tag)
         if target in FUNCTION_TARGETS:  # its answers are checked against its OpenAPI document
             DOCUMENTED[self.url] = FUNCTION_TARGETS[target]
         try:
-            self.cold_start = self.wait(ready, timeout) - started if ready else None
+            self.cold_start = self.wait(ready, timeout) - self.started if ready else None
         except BaseException:  # its logs are in the failure: leave nothing running
             self.remove()
             raise
@@ -151,6 +154,42 @@ class Container:
     def remove(self) -> None:
         run_podman("rm", "--force", self.name, check=False)
         DOCUMENTED.pop(self.url, None)
+
+
+# Run inside an image as its user: what it is, and where it can write.
+PROBE = """
+import os
+print(os.getuid(), os.getgid(), os.environ["HOME"])
+for path in ("/app/probe", "/opt/venv/probe", "/etc/probe", "/var/tmp/probe", "/tmp/probe"):
+    try:
+        open(path, "w").close()
+        print(path, "written")
+    except OSError as error:
+        print(path, error.strerror)
+"""
+
+
+def probe(tag: str, *options: str) -> list[str]:
+    """PROBE's lines, run in a container of `tag` with `options`."""
+    return run_podman("run", "--rm", *options, tag, "python", "-c", PROBE).stdout.splitlines()
+
+
+def base_of(tag: str) -> str:
+    """The BASE_IMAGE an image was built on, as the build recorded it."""
+    return inspect(tag)["Annotations"]["org.opencontainers.image.base.name"]
+
+
+def added_layers(tag: str) -> set[Path]:
+    """The layers the Dockerfile added on top of the base image (whose own files are Debian's)."""
+    return set(layer_folders(tag)) - set(layer_folders(base_of(tag)))
+
+
+def build_secret_traces(tag: str) -> list[str]:
+    """What an image kept of its build secret (`make images` passes this machine's CA bundle as the secret
+    `ca` to every pip install): copies in the layers its Dockerfile added, pip settings that name it."""
+    copies = [str(path) for path in copies_of(CA_BUNDLE.read_bytes(), added_layers(tag))]
+    pip = ("PIP_CERT=", "PIP_EXTRA_INDEX_URL=")
+    return copies + [variable for variable in inspect(tag)["Config"]["Env"] if variable.startswith(pip)]
 
 
 def layer_folders(tag: str) -> list[Path]:

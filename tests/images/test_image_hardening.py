@@ -10,36 +10,30 @@ from pathlib import Path
 
 import pytest
 
-from tests.images.containers import IMAGES, SERVING, UID, copies_of, inspect, layer_folders, run_podman
-from workflows.local.images import CA_BUNDLE
+from tests.images.containers import (
+    IMAGES,
+    READ_ONLY_ROOT,
+    SERVING,
+    UID,
+    added_layers,
+    base_of,
+    build_secret_traces,
+    copies_of,
+    inspect,
+    probe,
+    run_podman,
+)
 
 pytestmark = pytest.mark.images
 
 PREDICT_SIZE_LIMIT = 400_000_000  # bytes, as `podman images` counts them (uncompressed)
-# Run inside each image as its user: what it is, and where it can write.
-PROBE = """
-import os
-print(os.getuid(), os.getgid(), os.environ["HOME"])
-for path in ("/app/probe", "/opt/venv/probe", "/etc/probe", "/var/tmp/probe", "/tmp/probe"):
-    try:
-        open(path, "w").close()
-        print(path, "written")
-    except OSError as error:
-        print(path, error.strerror)
-"""
-
-
-def probe(tag: str, *options: str) -> list[str]:
-    answer = run_podman("run", "--rm", *options, tag, "python", "-c", PROBE)
-    return answer.stdout.splitlines()
 
 
 @pytest.mark.parametrize("target", SERVING)
 def test_the_image_runs_as_the_pods_user_on_a_read_only_root(target: str) -> None:
     tag = IMAGES[target].tag
     assert inspect(tag)["Config"]["User"] == f"{UID}:{UID}"
-    read_only = ("--read-only", "--read-only-tmpfs=false", "--tmpfs", "/tmp:rw,mode=1777")
-    assert probe(tag, *read_only) == [
+    assert probe(tag, *READ_ONLY_ROOT) == [
         f"{UID} {UID} /tmp",
         "/app/probe Read-only file system",
         "/opt/venv/probe Read-only file system",
@@ -61,24 +55,9 @@ def test_the_predict_image_is_small_and_has_no_torch() -> None:
     assert found.stdout == "None\n"
 
 
-def base_of(tag: str) -> str:
-    """The BASE_IMAGE an image was built on, as the build recorded it."""
-    return inspect(tag)["Annotations"]["org.opencontainers.image.base.name"]
-
-
-def added_layers(tag: str) -> set[Path]:
-    """The layers the Dockerfile added on top of the base image (whose own files are Debian's)."""
-    return set(layer_folders(tag)) - set(layer_folders(base_of(tag)))
-
-
 @pytest.mark.parametrize("target", SERVING)
 def test_no_layer_keeps_the_build_secret(target: str) -> None:
-    """`make images` passed this machine's CA bundle as the secret `ca` to every pip install."""
-    tag = IMAGES[target].tag
-    assert list(copies_of(CA_BUNDLE.read_bytes(), added_layers(tag))) == []
-    assert not [
-        v for v in inspect(tag)["Config"]["Env"] if v.startswith(("PIP_CERT=", "PIP_EXTRA_INDEX_URL="))
-    ]
+    assert build_secret_traces(IMAGES[target].tag) == []
 
 
 def test_the_layer_scan_finds_a_secret_that_a_build_leaves(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import pytest
 
 from functions.lib.errors import NotFound, Unavailable
 from functions.lib.store import FileStore, S3Store, open_store
+from tests.support import s3_environment
 
 pytestmark = pytest.mark.integration
 
@@ -54,10 +55,8 @@ def test_a_failed_file_write_leaves_neither_object_nor_temporary(tmp_path: Path,
 def test_an_unreachable_s3_endpoint_is_unavailable_not_a_crash(monkeypatch) -> None:
     from workflows.local.processes import free_port
 
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for name, value in s3_environment(f"http://127.0.0.1:{free_port()}").items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     store = S3Store("bucket")
     with pytest.raises(Unavailable, match="the object store is unavailable"):

@@ -9,22 +9,20 @@ from functools import partial
 import pytest
 import requests
 
+from tests.faults import wait_until
 from workflows.local.processes import free_port, start_function, wait_healthy
 from workflows.local.supervisor import Supervisor
 
 pytestmark = pytest.mark.integration
 
 
-def group_gone(pgid: int, seconds: float = 10) -> bool:
-    """Whether no process of the group is left once the killed ones have been reaped (by init, for an
-    orphaned worker: not at once)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.1)
+def group_gone(pgid: int) -> bool:
+    """Whether no process of the group is left (a killed one's orphaned worker is reaped by init: not at
+    once, hence the wait)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
     return False
 
 
@@ -48,7 +46,8 @@ def test_a_killed_function_is_reported_restarted_and_everything_stops_on_close(t
             time.sleep(0.1)
         second = supervisor.processes["ingest-one-url"]
         wait_healthy(f"http://127.0.0.1:{port}/health", second)
-        assert group_gone(first.pid)  # the orphaned worker went with it, freeing the port
+        wait_until(lambda: group_gone(first.pid), 10, "the orphaned worker went with it, freeing the port")
         assert requests.get(f"http://127.0.0.1:{port}/health", timeout=5).json()["status"] == "healthy"
     assert lines == [f"ingest-one-url exited with code -9; restarting it in 1 s (log: {log})"]
-    assert second.poll() is not None and group_gone(second.pid)
+    assert second.poll() is not None
+    wait_until(lambda: group_gone(second.pid), 10, "every process stopped")

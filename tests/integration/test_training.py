@@ -24,38 +24,14 @@ from functions.lib.labels import LABELS
 from functions.lib.layout import CHAMPION_KEY, MODEL_NAME, read_champion
 from functions.lib.onnx_classifier import OnnxClassifier
 from functions.lib.preprocessing import Preprocessing
-from functions.lib.store import FileStore, open_store
-from tests.conftest import DATASET, FunctionProcess, canonical
+from functions.lib.store import FileStore
+from tests.conftest import DATASET, TRAINING_SUBSET, FunctionProcess, canonical
 from workflows.lib import dataset, promotion
 from workflows.local import cli
 from workflows.local.processes import free_port, start, stop, wait_healthy
 from workflows.local.stack import run_workflow
 
 pytestmark = pytest.mark.integration
-
-SUBSET = [(label, n) for label in LABELS for n in range(0, 200, 12)]  # 34 images
-
-
-@pytest.fixture
-def platform(request, tmp_path, source, mlflow_server, monkeypatch):
-    """A catalog and store holding SUBSET, ingested for real; the steps' environment points at them."""
-    db_kind, store_kind = getattr(request, "param", ("sqlite", "file"))
-    db_url = request.getfixturevalue("mysql_url") if db_kind == "mysql" else f"sqlite:///{tmp_path / 'c.db'}"
-    store_url = request.getfixturevalue("s3_url") if store_kind == "s3" else (tmp_path / "objects").as_uri()
-    env = {
-        "DANDELION_DB_URL": db_url,
-        "DANDELION_STORE_URL": store_url,
-        "DANDELION_ALLOW_PRIVATE_URLS": "1",
-        "DANDELION_SOURCE_MIRROR": f"{catalog.CANONICAL_PREFIX}={source}/",
-        "DANDELION_PREDICT_URL": f"http://127.0.0.1:{free_port()}",  # none: roll-out says so
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    settings = Settings.from_env()
-    ingestor = Ingestor.from_settings(settings)
-    for label, n in SUBSET:
-        ingestor.ingest(canonical(label, n), label)
-    return settings, open_store(store_url)
 
 
 def ingested_sha256(settings: Settings, labels, n: int) -> list[str]:
@@ -183,7 +159,7 @@ def test_a_retrain_computes_features_only_for_new_images_and_the_audit_runs_alon
         summary["dataset_version"],
     )
     assert run.data.metrics["audit_features_computed"] == 0
-    assert summary["examples"] == len(SUBSET) + 2
+    assert summary["examples"] == len(TRAINING_SUBSET) + 2
     audit = mlflow.MlflowClient().load_table(run.info.experiment_id, "label_audit.json", [run.info.run_id])
     assert list(audit["key"]) == [suspect["key"] for suspect in summary["suspects"]]
     assert cli.main(["audit-labels"]) == 0
