@@ -71,6 +71,10 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
             table += [
                 (f"predict ({backbone}) cold start, median", f"{figures['cold_start_s']['median']} s"),
                 (f"predict ({backbone}) p50 at 1 client", f"{figures['p50_ms_1_client']} ms"),
+                (
+                    f"predict ({backbone}) decode + preprocess + ONNX in-process, 1 thread",
+                    f"{figures['in_process_ms_1_thread']} ms",
+                ),
                 (f"predict ({backbone}) around the model at 1 client", f"{figures['p50_overhead_ms']} ms"),
                 (
                     f"predict ({backbone}) 8 clients, share of the in-process rate",
