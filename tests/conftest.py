@@ -355,7 +355,7 @@ TRAINING_SUBSET = [(label, n) for label in LABELS for n in range(0, 200, 12)]  #
 
 
 @pytest.fixture
-def platform(
+def ingested_platform(
     request: pytest.FixtureRequest,
     tmp_path: Path,
     source: str,

@@ -92,7 +92,8 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
                 (f"{name} to serving", f"{figures['to_serving_s']} s"),
                 (
                     f"{name}, memory once serving: resident (distinct pages) / proportional / RSS summed",
-                    f"{memory['resident_mb']} / {memory['pss_mb']} / {memory['rss_sum_mb']} MiB"
+                    f"{memory.get('resident_mb') or 'hidden'} / {memory['pss_mb']}"
+                    f" / {memory.get('rss_sum_mb')} MiB"
                     f" ({memory['processes']} processes)",
                 ),
                 (

@@ -38,40 +38,50 @@ MEMORY_TARGET_MIB = 1430  # 1.5 GB
 SECOND_START_TARGET_S = 15
 PAGE = os.sysconf("SC_PAGE_SIZE")
 FRAME_MASK = np.uint64((1 << 55) - 1)
+PAGEMAP_CHUNK = 1 << 20  # pagemap entries read at once (8 MiB)
 
 
 def resident_pages(pid: int) -> set[int]:
     """The page frame numbers of the pages resident in `pid`'s address space (/proc/PID/pagemap: bit 63
-    says present, bits 0-54 the frame). Without CAP_SYS_ADMIN the kernel reads every frame as 0."""
+    says present, bits 0-54 the frame), read a chunk at a time (a reserved region can span terabytes).
+    Without CAP_SYS_ADMIN the kernel reads every frame as 0."""
     frames: set[int] = set()
     with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/pagemap", "rb") as pagemap:
         for line in maps:
-            start, end = (int(address, 16) for address in line.split()[0].split("-"))
-            if start >= 1 << 47:  # [vsyscall]: the kernel's page, not the process's
+            if line.rstrip().endswith("[vsyscall]"):  # the kernel's page, outside the process's range
                 continue
-            pagemap.seek(start // PAGE * 8)
-            entries = np.frombuffer(pagemap.read((end - start) // PAGE * 8), dtype="<u8")
-            frames.update(entries[entries >> 63 == 1] & FRAME_MASK)
+            start, end = (int(address, 16) // PAGE for address in line.split()[0].split("-"))
+            for first in range(start, end, PAGEMAP_CHUNK):
+                pagemap.seek(first * 8)
+                entries = np.frombuffer(pagemap.read(min(PAGEMAP_CHUNK, end - first) * 8), dtype=np.uint64)
+                frames.update((entries[entries >> np.uint64(63) == 1] & FRAME_MASK).tolist())
     return frames
 
 
 def memory(root: psutil.Process) -> dict[str, Any]:
     """Over `root` and every process it started, in MiB: the distinct physical pages resident (None
-    when the kernel hides frames from this user), and the sums of proportional and resident sets."""
+    when the kernel hides frames from this user or has no pagemap), and the sums of proportional and
+    resident sets. A process that exits meanwhile is left out; one that cannot be read fails."""
     processes = [root, *root.children(recursive=True)]
     rss = pss = 0
-    frames: set[int] = set()
+    frames: set[int] | None = set()
     for process in processes:
         try:
             full = process.memory_full_info()
-            frames |= resident_pages(process.pid)
-        except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
+        except psutil.NoSuchProcess:
             continue
         rss, pss = rss + full.rss, pss + full.pss
-    resident = None if frames <= {0} else round(len(frames) * PAGE / 2**20)
+        if frames is not None:
+            try:
+                frames |= resident_pages(process.pid)
+            except OSError:
+                if process.is_running():  # no pagemap here, or not readable: proportional sets only
+                    frames = None
+    if not pss:
+        raise RuntimeError("no process of the stack could be measured")
     return {
         "processes": len(processes),
-        "resident_mb": resident,
+        "resident_mb": None if not frames or frames == {0} else round(len(frames) * PAGE / 2**20),
         "pss_mb": round(pss / 2**20),
         "rss_sum_mb": round(rss / 2**20),
     }

@@ -139,14 +139,14 @@ def test_a_step_killed_fails_with_137_and_the_next_step_runs() -> None:
 
 @LONG  # about 20 s; test_training's crash between the alias and the pointer runs in `make test`
 def test_training_killed_between_export_and_promotion_leaves_the_champion_serving(
-    platform,
+    ingested_platform,
     tiny_models,
     tmp_path: Path,
     monkeypatch,
 ) -> None:
     import mlflow
 
-    settings, store = platform
+    settings, store = ingested_platform
     monkeypatch.setenv("DANDELION_BACKBONE", "scratch")
     publish_model(settings.store_url, "7", tiny_models[0])  # the champion before this training
     pointer, models = store.get(CHAMPION_KEY), sorted(store.keys("models/"))

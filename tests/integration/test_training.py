@@ -44,17 +44,17 @@ def train(settings: Settings, **parameters: str) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("platform", "backbone"),
+    ("ingested_platform", "backbone"),
     [
         (("sqlite", "file"), "efficientnet-lite0"),
         (("sqlite", "file"), "scratch"),
         (("mysql", "s3"), "efficientnet-lite0"),
     ],
-    indirect=["platform"],
+    indirect=["ingested_platform"],
     ids=["embedded", "embedded-scratch", "mariadb-s3"],
 )
-def test_a_run_is_tracked_registered_promoted_and_exported(platform, backbone, monkeypatch) -> None:
-    settings, store = platform
+def test_a_run_is_tracked_registered_promoted_and_exported(ingested_platform, backbone, monkeypatch) -> None:
+    settings, store = ingested_platform
     monkeypatch.setenv("DANDELION_BACKBONE", backbone)
     rolled = train(settings)
     assert rolled == {
@@ -137,9 +137,11 @@ def test_a_run_is_tracked_registered_promoted_and_exported(platform, backbone, m
     assert probabilities.shape == (1, 2) and abs(probabilities.sum() - 1) < 1e-6
 
 
-def test_a_retrain_computes_features_only_for_new_images_and_the_audit_runs_alone(platform, capsys) -> None:
+def test_a_retrain_computes_features_only_for_new_images_and_the_audit_runs_alone(
+    ingested_platform, capsys
+) -> None:
     """The feature cache across runs, and `dandelion audit-labels` in an MLflow run of its own."""
-    settings, _store = platform
+    settings, _store = ingested_platform
     train(settings)
     ingestor = Ingestor.from_settings(settings)
     for label in LABELS:
@@ -167,8 +169,8 @@ def test_a_retrain_computes_features_only_for_new_images_and_the_audit_runs_alon
     assert (again["suspects"], again["queued"]) == (summary["suspects"], 0)  # queued once
 
 
-def test_the_gate_refuses_a_worse_model_and_keeps_the_champion(platform) -> None:
-    settings, store = platform
+def test_the_gate_refuses_a_worse_model_and_keeps_the_champion(ingested_platform) -> None:
+    settings, store = ingested_platform
     first = train(settings)
     champion = read_champion(store)
     rejected = train(settings, **{"min-accuracy": "1.01"})
@@ -183,8 +185,8 @@ def test_the_gate_refuses_a_worse_model_and_keeps_the_champion(platform) -> None
     assert (tags["promotion"], tags["rejection_reason"]) == ("rejected", rejected["reason"])
 
 
-def test_the_champion_is_re_evaluated_on_the_candidate_split(platform) -> None:
-    settings, store = platform
+def test_the_champion_is_re_evaluated_on_the_candidate_split(ingested_platform) -> None:
+    settings, store = ingested_platform
     train(settings)
     champion = read_champion(store)
     second = train(settings, seed="1")
@@ -195,11 +197,11 @@ def test_the_champion_is_re_evaluated_on_the_candidate_split(platform) -> None:
 
 
 def test_a_crash_between_alias_and_pointer_leaves_the_old_champion_serving_and_publishing_repairs_it(
-    platform, monkeypatch
+    ingested_platform, monkeypatch
 ) -> None:
     """Promotion itself, in this process (a step runs in a process of its own, out of a test's reach),
     with the store failing exactly at the pointer write, after the registry's alias moved."""
-    settings, store = platform
+    settings, store = ingested_platform
     first = train(settings)
     champion = read_champion(store)
     second = train(settings, **{"min-accuracy": "1.01"})  # registered, not promoted
@@ -232,8 +234,10 @@ def predict_answer(url: str, image: bytes) -> dict:
     return response.json()
 
 
-def test_dandelion_promote_moves_alias_and_pointer_and_rolls_predict_back(platform, tmp_path) -> None:
-    settings, store = platform
+def test_dandelion_promote_moves_alias_and_pointer_and_rolls_predict_back(
+    ingested_platform, tmp_path
+) -> None:
+    settings, store = ingested_platform
     first = train(settings)["version"]
     second = train(settings, seed="1")["version"]
     env = dict(os.environ, DANDELION_HOME=str(tmp_path / "predict"))
@@ -250,10 +254,10 @@ def test_dandelion_promote_moves_alias_and_pointer_and_rolls_predict_back(platfo
         predict.stop()
 
 
-def test_the_registered_model_classifies_image_bytes_as_predict_does(platform, tmp_path) -> None:
+def test_the_registered_model_classifies_image_bytes_as_predict_does(ingested_platform, tmp_path) -> None:
     """`models:/dandelion-grass@champion` as a pyfunc, and served by `mlflow models serve`, answer with
     predict's probabilities: preprocessing included, from encoded bytes."""
-    settings, _ = platform
+    settings, _ = ingested_platform
     version = train(settings)["version"]
     info = mlflow.models.get_model_info(f"models:/{MODEL_NAME}@champion")
     assert info.signature.inputs.to_dict() == [{"type": "binary", "name": "image", "required": True}]

@@ -185,7 +185,8 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 def serve_directory(
     directory: Path, port: int = 0, handler: type[QuietHandler] = QuietHandler
 ) -> http.server.ThreadingHTTPServer:
-    """Serve `directory` over loopback HTTP from a daemon thread (the offline mirror of the sources)."""
+    """Serve `directory` over loopback HTTP from a daemon thread (the sources' offline mirror, the build's
+    wheel indexes)."""
     server = http.server.ThreadingHTTPServer(
         ("127.0.0.1", port), functools.partial(handler, directory=str(directory))
     )
