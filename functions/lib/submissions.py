@@ -244,9 +244,6 @@ class Labeller:
         row = self.get(submission_id)
         return self.store.get(row["object_key"]), row["content_type"]
 
-    def pending_count(self) -> int:
-        return pending_count(self.engine)
-
     def decide(self, submission_id: int, decision: str, label: str | None) -> dict[str, Any]:
         """An upload: accept (as submitted, or with a corrected label) or reject. A suspect: keep its
         label, relabel it (to the suggested label unless another is given) or exclude it."""

@@ -20,7 +20,7 @@ from prometheus_client.registry import REGISTRY, Collector
 from functions.lib import openapi, retrain
 from functions.lib.api import Route, json_response, metrics, read_body, read_event
 from functions.lib.errors import BadRequest, DandelionError, Forbidden, Unauthorized
-from functions.lib.submissions import Labeller, Submission
+from functions.lib.submissions import Labeller, Submission, pending_count
 
 FORM_FIELDS = ("label", "predicted_class", "confidence", "model_version")
 
@@ -87,7 +87,7 @@ class PendingCollector(Collector):
 
     def collect(self) -> Any:
         try:
-            pending = self.labeller().pending_count()
+            pending = pending_count(self.labeller().engine)
         except DandelionError:
             return  # the catalog is down: no sample rather than a failed scrape
         yield GaugeMetricFamily("dandelion_pending_submissions", "Submissions waiting for an admin", pending)

@@ -42,6 +42,7 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
 from PIL import Image
 
 from functions.lib.config import BACKBONES, Settings
@@ -107,17 +108,6 @@ def cold_start(env: dict[str, str], body: tuple[bytes, str]) -> float:
                 time.sleep(0.002)
     finally:
         stop(process)
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
-
-
-def children(pid: int) -> list[int]:
-    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
 # The parts a request's CPU time is charged to: the innermost frame whose file matches wins.
@@ -207,12 +197,16 @@ def warm(env: dict[str, str], bodies: list[tuple[bytes, str]], py_spy: str | Non
         for thread in threads:
             thread.join()
         elapsed = time.perf_counter() - started
-        worker = children(process.pid)
-        memory = {"arbiter": rss_mib(process.pid), "worker": sum(rss_mib(pid) for pid in worker)}
+        arbiter = psutil.Process(process.pid)
+        workers = arbiter.children()
+        memory = {
+            "arbiter": arbiter.memory_info().rss / MiB,
+            "worker": sum(worker.memory_info().rss for worker in workers) / MiB,
+        }
         profiled = (
             {}
             if py_spy is None
-            else {"profile_cpu_ms_per_request": profile(py_spy, worker[0], Client(port, bodies))}
+            else {"profile_cpu_ms_per_request": profile(py_spy, workers[0].pid, Client(port, bodies))}
         )
     finally:
         stop(process)
