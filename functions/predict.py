@@ -4,17 +4,17 @@ no torch. Wiring only: the routes are in `functions.lib.predict_api`, the model'
 
 from __future__ import annotations
 
-import flask
-import functions_framework
+import functions_framework.aio
+from starlette.requests import Request
+from starlette.responses import Response
 
 from functions.lib.api import HttpApi, on_first_call
 from functions.lib.model_server import ModelServer
 from functions.lib.predict_api import routes
 
 API = HttpApi("predict", routes(on_first_call(ModelServer.from_settings)))
-API.answer_unrouted()
 
 
-@functions_framework.http
-def predict(request: flask.Request) -> flask.Response:
-    return API.handle(request)
+@functions_framework.aio.http
+async def predict(request: Request) -> Response:
+    return await API.serve(request)

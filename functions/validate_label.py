@@ -3,17 +3,17 @@ are in `functions.lib.validate_api`, submissions and decisions in `functions.lib
 
 from __future__ import annotations
 
-import flask
-import functions_framework
+import functions_framework.aio
+from starlette.requests import Request
+from starlette.responses import Response
 
 from functions.lib.api import HttpApi, on_first_call
 from functions.lib.submissions import Labeller
 from functions.lib.validate_api import routes
 
 API = HttpApi("validate-label", routes(on_first_call(Labeller.from_settings)))
-API.answer_unrouted()
 
 
-@functions_framework.http
-def validate_label(request: flask.Request) -> flask.Response:
-    return API.handle(request)
+@functions_framework.aio.http
+async def validate_label(request: Request) -> Response:
+    return await API.serve(request)

@@ -13,16 +13,27 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import flask
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
+from starlette.responses import Response
 
 from functions.lib import openapi, retrain
-from functions.lib.api import Route, json_response, metrics, read_body, read_event
+from functions.lib.api import Request, Route, json_response, metrics, read_event
+from functions.lib.config import Settings
 from functions.lib.errors import BadRequest, DandelionError, Forbidden, Unauthorized
 from functions.lib.submissions import Labeller, Submission, pending_count
 
 FORM_FIELDS = ("label", "predicted_class", "confidence", "model_version")
+FIELDS_BYTES = 64 * 1024  # room for the form's fields or the JSON around the image
+DECISION_BYTES = 4096
+
+
+def submission_limit(settings: Settings, request: Request) -> int:
+    """The most a submission's body may hold: the image as it is (multipart) or in base64 (a third larger),
+    and its fields."""
+    if request.mimetype == "multipart/form-data":
+        return settings.max_upload_bytes + FIELDS_BYTES
+    return settings.max_upload_bytes * 4 // 3 + FIELDS_BYTES
 
 
 def _optional_float(value: Any, name: str) -> float | None:
@@ -55,11 +66,10 @@ def _submission(fields: dict[str, Any], image: bytes) -> Submission:
     )
 
 
-def parse_submission(request: flask.Request, max_image_bytes: int) -> Submission:
+def parse_submission(request: Request) -> Submission:
     """A submission as multipart (`file` and form fields) or as JSON, plain or a CloudEvent, whose
     `image` is the image in base64."""
     if request.mimetype == "multipart/form-data":
-        read_body(request, max_image_bytes + 64 * 1024)  # the image and a few form fields
         parts = request.files.getlist("file")
         if len(parts) != 1:
             raise BadRequest("send exactly one image as the multipart field 'file'")
@@ -67,7 +77,7 @@ def parse_submission(request: flask.Request, max_image_bytes: int) -> Submission
         if not image:
             raise BadRequest("the 'file' part is empty")
         return _submission({name: request.form.get(name) for name in FORM_FIELDS}, image)
-    data = read_event(request, max_image_bytes * 4 // 3 + 64 * 1024)  # base64 is a third larger
+    data = read_event(request)
     encoded = data.get("image")
     if not isinstance(encoded, str) or not encoded:
         raise BadRequest("field 'image' is required: the image in base64")
@@ -108,7 +118,7 @@ def routes(labeller: Callable[[], Labeller]) -> list[Route]:
                 retrying[0].start()
         return built
 
-    def admin(request: flask.Request) -> Labeller:
+    def admin(request: Request) -> Labeller:
         built = started()
         token = built.settings.admin_token
         if token is None:
@@ -118,12 +128,12 @@ def routes(labeller: Callable[[], Labeller]) -> list[Route]:
             raise Unauthorized("send the admin token as 'Authorization: Bearer <token>'")
         return built
 
-    def submit(request: flask.Request) -> flask.Response:
+    def submit(request: Request) -> Response:
         built = started()
-        submission_id, new = built.submit(parse_submission(request, built.settings.max_upload_bytes))
+        submission_id, new = built.submit(parse_submission(request))
         return json_response({"id": submission_id, "status": "pending", "new": new}, 202)
 
-    def listing(request: flask.Request) -> flask.Response:
+    def listing(request: Request) -> Response:
         built = admin(request)
         try:
             limit = int(request.args.get("limit", "100"))
@@ -134,16 +144,16 @@ def routes(labeller: Callable[[], Labeller]) -> list[Route]:
             row["image_url"] = f"/submissions/{row['id']}/image"
         return json_response({"submissions": rows})
 
-    def show(request: flask.Request, submission_id: int) -> flask.Response:
+    def show(request: Request, submission_id: int) -> Response:
         return json_response(admin(request).get(submission_id))
 
-    def image(request: flask.Request, submission_id: int) -> flask.Response:
+    def image(request: Request, submission_id: int) -> Response:
         data, content_type = admin(request).image(submission_id)
-        return flask.Response(data, mimetype=content_type)
+        return Response(data, media_type=content_type)
 
-    def decide(request: flask.Request, submission_id: int) -> flask.Response:
+    def decide(request: Request, submission_id: int) -> Response:
         built = admin(request)
-        body = read_event(request, 4096)
+        body = read_event(request)
         decision, label = body.get("decision"), body.get("label")
         if not isinstance(decision, str):
             raise BadRequest(
@@ -153,19 +163,21 @@ def routes(labeller: Callable[[], Labeller]) -> list[Route]:
             raise BadRequest("field 'label' must be a string")
         return json_response(built.decide(submission_id, decision, label))
 
-    def retraining(request: flask.Request) -> flask.Response:
+    def retraining(request: Request) -> Response:
         built = admin(request)
         return json_response(retrain.status(built.engine, built.settings.retrain_min_new_labels))
 
-    def health(_request: flask.Request) -> flask.Response:
+    def health(_request: Request) -> Response:
         started()
         return json_response({"status": "healthy"})
 
     return [
-        Route("/submissions", submit, ("POST",)),
+        Route("/submissions", submit, ("POST",), submission_limit),
         Route("/submissions", listing),
         Route("/submissions/<int:submission_id>", show),
-        Route("/submissions/<int:submission_id>", decide, ("POST",)),
+        Route(
+            "/submissions/<int:submission_id>", decide, ("POST",), lambda _settings, _request: DECISION_BYTES
+        ),
         Route("/submissions/<int:submission_id>/image", image),
         Route("/retrain", retraining),
         Route("/health", health),

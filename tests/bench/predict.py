@@ -21,7 +21,7 @@ Method, all in one run on this machine:
 - Profile (with `--profile-with PATH_TO_PY_SPY`): py-spy samples the warm worker (500 Hz, threads
   on CPU only) while one client sends sequential requests for 20 s; each sample is charged to the
   innermost frame that belongs to a known part (onnxruntime, Pillow, the multipart parser, Prometheus
-  metrics, logging, JSON, gunicorn, Flask/Werkzeug, Dandelion's own code), reported in ms per request.
+  metrics, logging, JSON, uvicorn, Starlette, Werkzeug, Dandelion's own code), reported in ms per request.
 - Install: a fresh virtual environment with `pip install .[serving]`; the size of its
   site-packages, and that importing the predict function there loads no torch.
 """
@@ -118,8 +118,9 @@ PARTS = (
     ("Prometheus metrics", "prometheus_client/"),
     ("logging", "logging/"),
     ("JSON", "json/"),
-    ("gunicorn (HTTP, sockets)", "gunicorn/"),
-    ("Flask, Werkzeug, functions-framework", "flask/", "werkzeug/", "functions_framework/"),
+    ("uvicorn, h11 (HTTP, sockets)", "uvicorn/", "h11/"),
+    ("Starlette, anyio, asyncio (dispatch, hand-off to a thread)", "starlette/", "anyio/", "asyncio/"),
+    ("Werkzeug routing, functions-framework", "werkzeug/", "functions_framework/"),
     ("Dandelion (preprocessing, routing)", "functions/"),
 )
 

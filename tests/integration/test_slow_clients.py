@@ -1,7 +1,8 @@
-"""Clients that send their request body at a byte a second, as many as the server has threads (eight:
-functions-framework's gunicorn runs four per core, and this machine has two), cannot stop a function
-answering anyone else: each is cut off with a 408 once its body falls behind its pace (5 s, then 64 KiB/s),
-and whoever waits behind them is served within that bound, even while they reconnect."""
+"""Slow clients cannot stop a function answering anyone else. Clients that send their request body at a
+byte a second are each cut off with a 408 once the body falls behind its pace (5 s, then 64 KiB/s), and
+whoever waits behind them is served within that bound, even while they reconnect. Clients that send their
+request headers a byte at a time hold a connection each, never a thread: functions-framework's ASGI server
+(uvicorn's worker under gunicorn) reads every connection in one event loop."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.integration
 
 DRIPPERS = 8
 BOUND = BODY_GRACE_SECONDS + 5  # seconds: the grace a dripper gets, and a margin for a loaded machine
-TIMED_OUT = "HTTP/1.1 408 REQUEST TIMEOUT"
+TIMED_OUT = "HTTP/1.1 408 Request Timeout"
 IMAGE = (DATASET / "dandelion" / "00000001.jpg").read_bytes()
 
 
@@ -174,3 +175,45 @@ def test_a_slow_client_that_keeps_pace_is_served(functions) -> None:
     seconds = time.monotonic() - started
     assert answer.startswith("HTTP/1.1 200 OK {"), answer
     assert seconds > BODY_GRACE_SECONDS + 1, seconds  # past the grace: the pace, not a deadline, let it in
+
+
+class HeaderDripper:
+    """One client that sends a request line, then header bytes one every half second, until stopped."""
+
+    def __init__(self, port: int) -> None:
+        self.connection = socket.create_connection(("127.0.0.1", port))
+        self.connection.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+
+    def drip(self) -> None:
+        with contextlib.suppress(OSError):  # a server may close a connection it no longer wants
+            self.connection.sendall(b"a")
+
+
+def test_dripping_headers_hold_no_thread(functions) -> None:
+    """Eight times as many header drippers per function as gunicorn's threaded worker had threads (each
+    of which such a client held until it finished its headers): the functions answer everyone else at
+    once, however long the drippers go on."""
+    predict, ingest = functions
+    drippers = [HeaderDripper(port) for port in (predict.port, ingest.port) for _ in range(8 * DRIPPERS)]
+    try:
+        for _ in range(4):  # two seconds of dripping before and while the others ask
+            for dripper in drippers:
+                dripper.drip()
+            time.sleep(0.5)
+        body = {"url": canonical("grass", 6), "label": "grass"}
+        served = [
+            timed(lambda: requests.get(f"{predict.url}/health", timeout=30)),
+            timed(
+                lambda: requests.post(f"{predict.url}/predict", files={"file": ("d.jpg", IMAGE)}, timeout=30)
+            ),
+            timed(lambda: requests.post(f"{ingest.url}/", json=body, timeout=30)),
+        ]
+        for dripper in drippers:
+            dripper.drip()  # still connected, still dripping
+    finally:
+        for dripper in drippers:
+            dripper.connection.close()
+    health, prediction, ingestion = (answer for answer, _ in served)
+    assert (health.status_code, prediction.status_code, ingestion.status_code) == (200, 200, 201)
+    seconds = [round(s, 1) for _, s in served]
+    assert max(seconds) < 2, seconds

@@ -322,16 +322,17 @@ def test_no_serving_image_installs_torch(requirement_files: dict[str, list[str]]
 def test_function_commands_name_functions_that_exist() -> None:
     for part, target in FUNCTION_TARGETS.items():
         cmd = command(part)
-        assert cmd[0] == "functions-framework", cmd
-        options = dict(zip(cmd[1::2], cmd[2::2], strict=True))
+        assert cmd[0] == "functions-framework" and cmd[-1] == "--asgi", cmd  # the ASGI server
+        options = dict(zip(cmd[1:-1:2], cmd[2:-1:2], strict=True))
         assert options["--target"] == target
         source = ROOT / options["--source"]
         assert source.relative_to(ROOT).as_posix() == f"functions/{target}.py"
-        defined = {n.name for n in ast.parse(source.read_text()).body if isinstance(n, ast.FunctionDef)}
+        defined = {n.name for n in ast.parse(source.read_text()).body if isinstance(n, ast.AsyncFunctionDef)}
         assert target in defined, f"{source.name} defines no {target}()"
         # As the local stack serves it: the same target and module file (workflows/local/processes.py).
         local = function_command(part, "127.0.0.1", 0)
         assert local[local.index("--target") + 1] == target
+        assert "--asgi" in local
         assert Path(local[local.index("--source") + 1]).resolve() == source.resolve()
         # functions-framework reads $HOST and $PORT (Knative sets PORT); one gunicorn worker per instance.
         assert "--port" not in options and "--host" not in options

@@ -74,6 +74,7 @@ def function_command(part: str, host: str, port: int) -> list[str]:
         target,
         "--source",
         spec.origin,
+        "--asgi",
         "--host",
         host,
         "--port",

@@ -8,10 +8,10 @@ import functools
 from importlib import resources
 from typing import Any
 
-import flask
 import yaml
+from starlette.responses import Response
 
-from functions.lib.api import Route, json_response
+from functions.lib.api import Request, Route, json_response
 
 
 @functools.cache
@@ -29,7 +29,7 @@ def document(function: str) -> dict[str, Any]:
 
 
 def route(function: str) -> Route:
-    def serve(_request: flask.Request) -> flask.Response:
+    def serve(_request: Request) -> Response:
         return json_response(document(function))
 
     return Route("/openapi.json", serve)
