@@ -144,8 +144,9 @@ class Request:
     the (decoded) path, the headers, the query's arguments and the body, with the form and files of a
     multipart body parsed on first use as Flask parses them (Werkzeug's parser and limits)."""
 
-    def __init__(self, method: str, path: str, headers: Headers, args: QueryParams, body: bytes) -> None:
-        self.method, self.path, self.headers, self.args, self.body = method, path, headers, args, body
+    def __init__(self, method: str, path: str, headers: Headers, query: QueryParams) -> None:
+        self.method, self.path, self.headers, self.body = method, path, headers, b""
+        self.args = MultiDict(query.multi_items())  # Werkzeug's: a repeated argument's first value wins
 
     @functools.cached_property
     def _content_type(self) -> tuple[str, dict[str, str]]:
@@ -171,6 +172,12 @@ class Request:
     @property
     def files(self) -> MultiDict[str, FileStorage]:
         return self._form[1]
+
+    def close(self) -> None:
+        """Close the files a parsed multipart body spilled to disk (parts over 500 KB), as Flask does."""
+        if "_form" in self.__dict__:
+            for upload in self.files.values():
+                upload.close()
 
 
 @dataclass(frozen=True)
@@ -221,11 +228,14 @@ class HttpApi:
         try:
             matched, arguments = self._match(method, path)
             route = matched.rule
-            ours = Request(method, path, request.headers, request.query_params, b"")
+            ours = Request(method, path, request.headers, request.query_params)
             if matched.body_limit is not None:
                 ours.body = await receive_body(request, matched.body_limit(settings(), ours))
                 complete = True
-            return route, await run_in_threadpool(matched.handler, ours, **arguments), complete
+            try:
+                return route, await run_in_threadpool(matched.handler, ours, **arguments), complete
+            finally:
+                ours.close()
         except DandelionError as exc:
             if exc.status >= 500:
                 log.warning(
@@ -289,16 +299,19 @@ MIN_BODY_RATE = 64 * 1024  # bytes per second
 BODY_CHUNK = 64 * 1024
 
 
+def _chunked(headers: Headers) -> bool:
+    return "chunked" in headers.get("Transfer-Encoding", "").lower()
+
+
 def _carries_body(headers: Headers) -> bool:
-    return (
-        headers.get("Content-Length", "0") != "0" or "chunked" in headers.get("Transfer-Encoding", "").lower()
-    )
+    return _chunked(headers) or bool(headers.get("Content-Length", "").lstrip("0"))  # digits (h11)
 
 
 async def receive_body(request: AsgiRequest, limit: int) -> bytes:
     """The whole body, refused with 413 from its Content-Length before anything is read, or (chunked)
     as soon as it passes `limit`, and with 408 when it falls behind its pace."""
-    declared = request.headers.get("Content-Length")
+    # A chunked body's Content-Length, if any, is ignored, as the server frames it (RFC 9112, 6.3).
+    declared = None if _chunked(request.headers) else request.headers.get("Content-Length")
     length = int(declared) if declared is not None else None  # the server has checked it is a number
     if length is not None and length > limit:
         raise TooLarge(f"the request body is over the {limit}-byte limit")
