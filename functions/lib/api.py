@@ -140,12 +140,12 @@ def error_response(path: str, exc: DandelionError) -> Response:
 
 
 class Request:
-    """One request as a handler sees it, in a worker thread, its body already read in full: the method,
-    the (decoded) path, the headers, the query's arguments and the body, with the form and files of a
-    multipart body parsed on first use as Flask parses them (Werkzeug's parser and limits)."""
+    """One request as a handler sees it, in a worker thread, its body already read in full: the headers,
+    the query's arguments and the body, with the form and files of a multipart body parsed on first use
+    as Flask parses them (Werkzeug's parser and limits)."""
 
-    def __init__(self, method: str, path: str, headers: Headers, query: QueryParams) -> None:
-        self.method, self.path, self.headers, self.body = method, path, headers, b""
+    def __init__(self, headers: Headers, query: QueryParams) -> None:
+        self.headers, self.body = headers, b""
         self.args = MultiDict(query.multi_items())  # Werkzeug's: a repeated argument's first value wins
 
     @functools.cached_property
@@ -221,14 +221,13 @@ class HttpApi:
         except http_errors.HTTPException:  # NotFound, or a redirect the map would want: neither is served
             raise NotFound(f"no route {path!r}") from None
 
-    async def _answer(self, request: AsgiRequest) -> tuple[str, Response, bool]:
+    async def _answer(self, request: AsgiRequest, method: str, path: str) -> tuple[str, Response, bool]:
         """The rule that matched, the answer, and whether the body (if any) was read in full."""
-        method, path = request.scope["method"], request.scope["path"]
         route, complete = UNMATCHED, not _carries_body(request.headers)
         try:
             matched, arguments = self._match(method, path)
             route = matched.rule
-            ours = Request(method, path, request.headers, request.query_params)
+            ours = Request(request.headers, request.query_params)
             if matched.body_limit is not None:
                 ours.body = await receive_body(request, matched.body_limit(settings(), ours))
                 complete = True
@@ -255,17 +254,18 @@ class HttpApi:
     async def serve(self, request: AsgiRequest) -> Response:
         """Answer one request: what the functions-framework target (ASGI) awaits."""
         configure_logging()
+        method, path = request.scope["method"], request.scope["path"]
         token = request_id.set(incoming_request_id(request.headers.get(REQUEST_ID_HEADER, "")))
         try:
             started = time.perf_counter()
-            route, response, complete = await self._answer(request)
+            route, response, complete = await self._answer(request, method, path)
             if not complete:
                 # A body left unread (refused, too slow, or sent to a route that takes none) is not
                 # drained at the client's pace: the connection closes after the answer.
                 response.headers["Connection"] = "close"
             elapsed = time.perf_counter() - started
             response.headers[REQUEST_ID_HEADER] = request_id.get() or ""
-            self._record(request.scope["method"], request.scope["path"], route, response.status_code, elapsed)
+            self._record(method, path, route, response.status_code, elapsed)
         finally:
             request_id.reset(token)
         return response
