@@ -39,10 +39,11 @@ from workflows.local.processes import (
     stop,
     wait_healthy,
 )
+from workflows.local.stack import TRAINING_LIBRARIES
 
-# What the training steps import (torch, MLflow: about 6 s a step here), loaded once by the runner's fork
-# server instead of by every step of every workflow the tests run.
-STEP_PRELOAD = "workflows.lib.tracking,workflows.lib.audit,workflows.lib.evaluation,workflows.lib.promotion"
+# What the training steps import, loaded once by the runner's fork server instead of by every step of
+# every workflow the tests run, whichever the session runs first.
+STEP_PRELOAD = ",".join(TRAINING_LIBRARIES)
 # The fork server is one per process and keeps the preload of the first `Pods` that started it: a test
 # that makes its own `Pods` passes this, so that whichever test runs first, the steps start fast.
 PODS_PRELOAD = ("workflows.extract_images", "workflows.train_model", *STEP_PRELOAD.split(","))

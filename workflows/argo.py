@@ -15,7 +15,6 @@ writes it as an output parameter of its own beside its JSON output.
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,15 +43,6 @@ def step(credentials: str | None = None, **kwargs: Any) -> Any:
     if credentials is not None:
         env_from.append(SecretEnvFrom(name=credentials))
     return script(constructor="runner", image=IMAGE, env_from=env_from, **kwargs)
-
-
-# A step's progress: lines on its stderr that start with this. Argo shows them in the step's log; the
-# local runner relays them to its own log as they come (what `dandelion up` shows while training).
-PROGRESS = "progress: "
-
-
-def report_progress(message: str) -> None:
-    print(f"{PROGRESS}{message}", file=sys.stderr, flush=True)
 
 
 # Workflow durations from a quick extraction to a long training: 10 s to 2 h.

@@ -62,7 +62,7 @@ def double(data: dict) -> int:
 
 def chatty(count: int) -> Annotated[int, Parameter(name="count")]:
     """Reports its progress as a training step does."""
-    from workflows.argo import report_progress
+    from workflows.progress import report_progress
 
     for step in range(count):
         report_progress(f"step {step + 1} of {count}")

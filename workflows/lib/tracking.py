@@ -32,9 +32,9 @@ from functions.lib.layout import MODEL_NAME, manifest_key
 from functions.lib.preprocessing import Preprocessing
 from functions.lib.store import ObjectStore
 from functions.lib.submissions import Suspect
-from workflows.argo import report_progress
 from workflows.lib import dataset
 from workflows.lib.evaluation import Report, confusion_figure
+from workflows.progress import report_progress
 
 EXPERIMENT = "dandelion"
 AUDIT_TABLE = "label_audit.json"  # the label audit's suspects, a table artifact of the run

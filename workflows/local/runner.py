@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import re
 import runpy
@@ -43,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workflows.argo import PROGRESS
+from workflows.progress import PROGRESS
 
 if TYPE_CHECKING:  # workflow_metrics imports this module's expressions
     from workflows.local.workflow_metrics import WorkflowMetrics
@@ -196,7 +197,7 @@ def _retries(template: Mapping[str, Any]) -> tuple[int, float, float]:
 
 @contextmanager
 def _relaying_progress(step: str, stderr: Path) -> Iterator[None]:
-    """While a pod runs, relay the progress lines of its stderr (`workflows.argo.PROGRESS`) to this log as
+    """While a pod runs, relay the progress lines of its stderr (`workflows.progress.PROGRESS`) to this log as
     they come, as `kubectl logs -f` would show them."""
     done = threading.Event()
 
@@ -284,9 +285,10 @@ def _end_with(runner: int) -> None:
 
 class Pods:
     """Runs each step in a process of its own, forked from a fork server that has imported `preload`
-    (the workflow modules) once. A process pool whose workers each run one step and exit: it starts and
-    reaps them from one thread, which forkserver processes need (their exit codes are read from a pipe
-    that concurrent joins race for). No worker outlives the runner (`_end_with`).
+    (the workflow modules) once; it starts with the `Pods`, so that it imports while its caller goes on
+    (builds the manifests). A process pool whose workers each run one step and exit: it starts and reaps
+    them from one thread, which forkserver processes need (their exit codes are read from a pipe that
+    concurrent joins race for). No worker outlives the runner (`_end_with`).
 
     A step whose process is killed (SIGKILL, the OOM killer) fails with exit code 137, as Kubernetes
     reports such a container, so that its retryStrategy applies and the run goes on or fails as Argo's
@@ -298,6 +300,7 @@ class Pods:
     def __init__(self, preload: Iterable[str], workers: int = 16) -> None:
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(sorted(set(preload)))
+        multiprocessing.forkserver.ensure_running()  # it imports `preload` while the caller goes on
         self.workers = workers
         self.pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -362,7 +365,7 @@ def _entrypoint_modules(manifests: Iterable[Manifest]) -> set[str]:
 class LocalRunner:
     """Runs workflows from a set of manifests (WorkflowTemplates, Workflows, CronWorkflows) by name.
 
-    `pods` starts the step processes: by default `Pods`, preloading the steps' modules and `preload`;
+    `pods` starts the step processes: by default `Pods`, preloading the steps' modules;
     anything with its `run` and context manager will do (a test passes one that starts
     `python -m hera.workflows.runner` itself). `metrics` receives the Argo custom metrics the manifests
     declare; without it none are emitted."""
@@ -373,11 +376,10 @@ class LocalRunner:
         sleep: Callable[[float], None] = time.sleep,
         pods: Pods | None = None,
         metrics: WorkflowMetrics | None = None,
-        preload: Iterable[str] = (),
     ) -> None:
         self.manifests = {m["metadata"]["name"]: m for m in manifests}
         self.sleep = sleep
-        self.pods = pods or Pods(_entrypoint_modules(self.manifests.values()) | set(preload))
+        self.pods = pods or Pods(_entrypoint_modules(self.manifests.values()))
         self.metrics = metrics
 
     def arguments(self, name: str) -> dict[str, str]:
