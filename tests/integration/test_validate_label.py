@@ -309,6 +309,26 @@ def test_admin_routes_need_the_token(labels, headers: dict, status: int, error: 
     assert decided.status_code == status
 
 
+def test_an_id_the_router_cannot_match_is_a_404_as_the_document_says(labels) -> None:
+    """An id that is no number is the function's own JSON 404; one holding a line break never reaches the
+    function (functions-framework's router matches a line break only at the end of a path): its
+    plain-text 404, which the document describes too (every answer in these tests is checked by it)."""
+    for path in ("/submissions/x", "/submissions/x/image"):
+        answer = requests.get(f"{labels.url}{path}", headers=ADMIN, timeout=30)
+        assert (answer.status_code, answer.json()["error"]) == (404, "not_found")
+    for method, path in (
+        ("GET", "/submissions/1%0A2"),
+        ("GET", "/submissions/1%0A/image"),
+        ("POST", "/submissions/%0Ax"),
+    ):
+        answer = requests.request(method, f"{labels.url}{path}", headers=ADMIN, timeout=30)
+        assert (answer.status_code, answer.headers["Content-Type"], answer.text) == (
+            404,
+            "text/plain; charset=utf-8",
+            "Not Found",
+        )
+
+
 def test_without_a_configured_token_the_admin_routes_refuse_everything(tmp_path, receiver) -> None:
     db_url, store_url = f"sqlite:///{tmp_path / 'c.db'}", (tmp_path / "objects").as_uri()
     service = Labels(tmp_path, db_url, store_url, receiver.url, DANDELION_ADMIN_TOKEN=None)
