@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 from cloudevents.http import CloudEvent, from_http, to_binary, to_structured
+from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
 from PIL import Image
 from sqlalchemy import select
 
@@ -20,7 +21,7 @@ from functions.lib import catalog, retrain
 from functions.lib.layout import raw_key
 from functions.lib.store import open_store
 from functions.lib.submissions import Suspect, queue_suspects
-from tests.conftest import DATASET, FunctionProcess, bomb_png
+from tests.conftest import DATASET, FunctionProcess, bomb_png, openapi
 from workflows.lib import dataset
 
 pytestmark = pytest.mark.integration
@@ -312,7 +313,7 @@ def test_admin_routes_need_the_token(labels, headers: dict, status: int, error: 
 def test_an_id_the_router_cannot_match_is_a_404_as_the_document_says(labels) -> None:
     """An id that is no number is the function's own JSON 404; one holding a line break never reaches the
     function (functions-framework's router matches a line break only at the end of a path): its
-    plain-text 404, which the document describes too (every answer in these tests is checked by it)."""
+    plain-text 404, which the document describes too (checked here with no path left unchecked)."""
     for path in ("/submissions/x", "/submissions/x/image"):
         answer = requests.get(f"{labels.url}{path}", headers=ADMIN, timeout=30)
         assert (answer.status_code, answer.json()["error"]) == (404, "not_found")
@@ -326,6 +327,9 @@ def test_an_id_the_router_cannot_match_is_a_404_as_the_document_says(labels) -> 
             404,
             "text/plain; charset=utf-8",
             "Not Found",
+        )
+        openapi("validate_label").validate_response(
+            RequestsOpenAPIRequest(answer.request), RequestsOpenAPIResponse(answer)
         )
 
 
