@@ -41,17 +41,17 @@ from workflows.local.processes import (
 )
 from workflows.local.stack import TRAINING_LIBRARIES
 
-# What the training steps import, loaded once by the runner's fork server instead of by every step of
-# every workflow the tests run, whichever the session runs first.
-STEP_PRELOAD = ",".join(TRAINING_LIBRARIES)
 # The fork server is one per process and keeps the preload of the first `Pods` that started it: a test
-# that makes its own `Pods` passes this, so that whichever test runs first, the steps start fast.
-PODS_PRELOAD = ("workflows.extract_images", "workflows.train_model", *STEP_PRELOAD.split(","))
+# that makes its own `Pods` passes what `run_workflow` preloads, so that whichever test runs first, the
+# steps start fast.
+PODS_PRELOAD = ("workflows.manifests", *TRAINING_LIBRARIES)
 
 
 def pytest_configure() -> None:
     disable_mlflow_telemetry()  # as the `dandelion` command does: tests run workflows in-process too
-    os.environ.setdefault("DANDELION_STEP_PRELOAD", STEP_PRELOAD)
+    # The training libraries, loaded once by the runner's fork server instead of by every step of every
+    # workflow the tests run, whichever workflow the session runs first.
+    os.environ.setdefault("DANDELION_STEP_PRELOAD", ",".join(TRAINING_LIBRARIES))
 
 
 # Hypothesis: `make test` runs the same examples every time (derandomized, no example database) and fails

@@ -131,7 +131,7 @@ def error_body(path: str, exc: DandelionError) -> dict[str, str]:
 
 
 def error_response(path: str, exc: DandelionError) -> Response:
-    response = Response(json.dumps(error_body(path, exc)), exc.status, media_type="application/json")
+    response = json_response(error_body(path, exc), exc.status)
     if isinstance(exc, MethodNotAllowed):
         response.headers["Allow"] = ", ".join(exc.allow)  # RFC 9110: a 405 says what is allowed
     if exc.retry_after is not None:

@@ -205,8 +205,6 @@ def test_dripping_headers_hold_no_thread(functions) -> None:
                 dripper.drip()
             time.sleep(0.5)
         seconds = served_meanwhile(predict, ingest, row=6)
-        for dripper in drippers:
-            dripper.drip()  # still connected, still dripping
     finally:
         for dripper in drippers:
             dripper.connection.close()
